@@ -1,0 +1,205 @@
+// The composition root: every long-lived dependency (database, pool, metrics
+// registry, queue, writers, presence, aedes, HTTP server) is created here,
+// once, and passed to what needs it. close() is the one ordered, idempotent
+// shutdown path (DESIGN.md): readiness off and stop accepting → drain ingest
+// → close the broker (clients) → flush presence → end the pool → stop the
+// embedded database.
+import { randomUUID } from 'node:crypto'
+import type { Config } from './config.js'
+import type { Logger } from './logger.js'
+import { createMetrics, type Metrics } from './metrics.js'
+import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.js'
+import { createPool, ping, type Pool } from './database-pool.js'
+import { migrate } from './migrator.js'
+import { createIngestQueue, type IngestQueue } from './ingest-queue.js'
+import { createBatchWriter, type BatchWriter } from './batch-writer.js'
+import { createTelemetrySink, type IngestRow } from './telemetry-sink.js'
+import { createPresenceTracker, type PresenceTracker } from './presence-tracker.js'
+import { startMqttBroker, type MqttBroker } from './mqtt-broker.js'
+import { createHttpServer } from './http-server.js'
+import { createDeviceStore, type DeviceStore } from '../devices/device-store.js'
+import { createCredentialCache } from '../devices/credential-cache.js'
+import type { FastifyInstance } from 'fastify'
+
+export interface App {
+  readonly brokerId: string
+  readonly mqttPort: number
+  readonly httpPort: number
+  readonly databaseUrl: string
+  readonly pool: Pool
+  readonly metrics: Metrics
+  readonly queue: IngestQueue<IngestRow>
+  readonly writer: BatchWriter
+  readonly presence: PresenceTracker
+  readonly mqtt: MqttBroker
+  readonly http: FastifyInstance
+  readonly devices: DeviceStore
+  /** Ordered, idempotent shutdown; resolves when everything is closed. */
+  close (): Promise<void>
+}
+
+export interface AppOptions {
+  /** Collect Node.js default metrics (off in tests that start many apps in one process). */
+  defaultMetrics?: boolean
+}
+
+export async function startApp (config: Config, log: Logger, options: AppOptions = {}): Promise<App> {
+  const brokerId = randomUUID()
+  const metrics = createMetrics({ collectDefault: options.defaultMetrics })
+  const cleanups: Array<() => Promise<void>> = []
+  const fail = async (err: unknown) => {
+    for (const c of cleanups.reverse()) await c().catch(() => {})
+    throw err
+  }
+
+  let embedded: EmbeddedPostgres | undefined
+  let databaseUrl = config.DATABASE_URL
+  try {
+    if (!databaseUrl) {
+      embedded = await startEmbeddedPostgres({ dataDir: config.DATA_DIR, log: log.child({ component: 'postgres' }) })
+      cleanups.push(() => embedded!.stop())
+      databaseUrl = embedded.url
+    }
+  } catch (err) { return await fail(err) }
+
+  const pool = createPool({ url: databaseUrl, max: config.DB_POOL_MAX, statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS, log: log.child({ component: 'pool' }) })
+  cleanups.push(() => pool.end())
+  let schemaReady = false
+  try {
+    await migrate(pool, log.child({ component: 'migrator' }))
+    schemaReady = true
+    // Single process: nobody is connected before we listen. (Cluster mode,
+    // issue 6, replaces this with per-replica heartbeats.)
+    await pool.query('UPDATE devices SET online = false WHERE online')
+  } catch (err) { return await fail(err) }
+
+  const devices = createDeviceStore(pool, { onCredentialsChanged: (id) => credentials.invalidate(id) })
+  const credentials = createCredentialCache({
+    ttlMs: config.AUTH_CACHE_TTL_MS,
+    max: config.AUTH_CACHE_MAX,
+    load: (id) => devices.credentials(id),
+    onHit: () => metrics.authCache.inc({ result: 'hit' }),
+    onMiss: () => metrics.authCache.inc({ result: 'miss' })
+  })
+
+  const queue = createIngestQueue<IngestRow>(config.INGEST_QUEUE_ROWS, {
+    onBackpressure: (ms) => metrics.backpressureSeconds.inc(ms / 1000)
+  })
+  metrics.queueCapacity.set(config.INGEST_QUEUE_ROWS)
+  metrics.observe({
+    queueRows: () => queue.rows,
+    queueWaiting: () => queue.waiting,
+    poolTotal: () => pool.totalCount,
+    poolIdle: () => pool.idleCount,
+    poolWaiting: () => pool.waitingCount
+  })
+
+  const ingestLog = log.child({ component: 'ingest' })
+  const writer = createBatchWriter<IngestRow>({
+    queue,
+    sink: createTelemetrySink(pool, ingestLog, { onDeadLetterLost: () => metrics.deadLettersLost.inc() }),
+    batchRows: config.INGEST_BATCH_ROWS,
+    flushMs: config.INGEST_FLUSH_MS,
+    writers: config.INGEST_WRITERS,
+    retryMaxMs: config.INGEST_RETRY_MAX_MS,
+    log: ingestLog,
+    observer: {
+      onBatch: (rows, seconds) => { metrics.batchRows.observe(rows); metrics.flushSeconds.observe(seconds) },
+      onRetry: () => metrics.retries.inc(),
+      onRowRejected: () => metrics.deadLetters.inc({ reason: 'db_rejected' }),
+      onQueueWait: (s) => metrics.queueWait.observe(s),
+      onCommitted: (rows) => metrics.rowsCommitted.inc(rows)
+    }
+  })
+
+  const presence = createPresenceTracker({
+    pool,
+    brokerId,
+    flushMs: config.PRESENCE_FLUSH_MS,
+    log: log.child({ component: 'presence' }),
+    onFlush: (ok) => metrics.presenceFlushes.inc({ result: ok ? 'ok' : 'error' })
+  })
+
+  let mqtt: MqttBroker
+  try {
+    mqtt = await startMqttBroker({
+      host: config.MQTT_HOST,
+      port: config.MQTT_PORT,
+      brokerId,
+      allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
+      connectTimeoutMs: config.MQTT_CONNECT_TIMEOUT_MS,
+      telemetryMaxBytes: config.TELEMETRY_MAX_BYTES,
+      telemetryMaxReadings: config.TELEMETRY_MAX_READINGS,
+      credentials,
+      queue,
+      presence,
+      metrics,
+      log: log.child({ component: 'mqtt' })
+    })
+  } catch (err) { await presence.close().catch(() => {}); return await fail(err) }
+
+  let draining = false
+  const http = createHttpServer({
+    log: log.child({ component: 'http' }),
+    metrics,
+    readiness: {
+      async check () {
+        if (draining) return 'draining'
+        if (!schemaReady) return 'migrations not applied'
+        if (!mqtt.listening) return 'MQTT listener not accepting'
+        if (writer.degraded) return 'database writes failing'
+        try { await ping(pool) } catch { return 'database unreachable' }
+        return undefined
+      }
+    }
+  })
+  try {
+    await http.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT })
+  } catch (err) { await mqtt.close(); await presence.close().catch(() => {}); return await fail(err) }
+  const httpAddress = http.server.address()
+  const httpPort = typeof httpAddress === 'object' && httpAddress ? httpAddress.port : config.HTTP_PORT
+
+  let closing: Promise<void> | undefined
+  async function close (): Promise<void> {
+    draining = true
+    const step = async (name: string, fn: () => Promise<unknown>) => {
+      const t0 = Date.now()
+      try { await fn() } catch (err) { log.error({ err, step: name }, 'shutdown step failed') }
+      log.info({ step: name, ms: Date.now() - t0 }, 'shutdown step done')
+    }
+    // 1. Readiness is already false; stop taking new MQTT connections.
+    await step('stop accepting', () => mqtt.stopAccepting())
+    // 2. Refuse new telemetry (those publishers get no PUBACK and retry
+    //    elsewhere), then commit everything admitted, so each acknowledged
+    //    — or about to be acknowledged — reading is stored while its
+    //    connection is still open for the PUBACK.
+    queue.close(new Error('server is shutting down'))
+    await step('drain ingest', () => writer.drain())
+    // 3. Disconnect clients.
+    await step('close broker', () => mqtt.close())
+    // 4. Their offline state, then the HTTP server and the pool.
+    await step('flush presence', () => presence.close())
+    await step('close http', () => http.close())
+    await step('end pool', () => pool.end())
+    if (embedded) await step('stop embedded postgres', () => embedded!.stop())
+  }
+
+  return {
+    brokerId,
+    mqttPort: mqtt.port,
+    httpPort,
+    databaseUrl,
+    pool,
+    metrics,
+    queue,
+    writer,
+    presence,
+    mqtt,
+    http,
+    devices,
+    close () {
+      closing ??= close()
+      return closing
+    }
+  }
+}

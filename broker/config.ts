@@ -1,0 +1,83 @@
+// The one configuration schema of the broker process. Only this module reads
+// process.env (DESIGN.md, "Engineering habits"); everything else receives a
+// validated, typed Config.
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+
+const Int = (opts: { default: number; minimum: number; maximum: number; description: string }) =>
+  Type.Integer(opts)
+const Bool = (def: boolean, description: string) => Type.Boolean({ default: def, description })
+
+export const ConfigSchema = Type.Object({
+  DATABASE_URL: Type.Optional(Type.String({
+    pattern: '^postgres(ql)?://',
+    description: 'PostgreSQL connection URL. Unset: an embedded PostgreSQL runs under DATA_DIR.'
+  })),
+  DATA_DIR: Type.String({ default: './.data', minLength: 1, description: 'Where the embedded PostgreSQL keeps its data (kept across restarts).' }),
+  MQTT_HOST: Type.String({ default: '0.0.0.0', minLength: 1, description: 'Address the MQTT listener binds to.' }),
+  MQTT_PORT: Int({ default: 1883, minimum: 0, maximum: 65535, description: 'MQTT (TCP) port; 0 picks a free port.' }),
+  HTTP_HOST: Type.String({ default: '0.0.0.0', minLength: 1, description: 'Address the HTTP server binds to.' }),
+  HTTP_PORT: Int({ default: 8080, minimum: 0, maximum: 65535, description: 'HTTP port (health, metrics); 0 picks a free port.' }),
+  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
+    default: 'info', description: 'pino log level.'
+  }),
+  MQTT_ALLOW_ANONYMOUS: Bool(false, 'Development only: clients without credentials may connect and use topics outside devices/.'),
+  MQTT_CONNECT_TIMEOUT_MS: Int({ default: 10_000, minimum: 100, maximum: 600_000, description: 'Time a new TCP connection has to send CONNECT.' }),
+  TELEMETRY_MAX_BYTES: Int({ default: 256 * 1024, minimum: 64, maximum: 64 * 1024 * 1024, description: 'Largest telemetry payload accepted; larger ones are dead-lettered.' }),
+  TELEMETRY_MAX_READINGS: Int({ default: 1000, minimum: 1, maximum: 100_000, description: 'Most readings (array elements) in one telemetry message.' }),
+  INGEST_QUEUE_ROWS: Int({ default: 20_000, minimum: 1, maximum: 10_000_000, description: 'Capacity of the ingest queue in readings; when full, publishers wait (backpressure).' }),
+  INGEST_BATCH_ROWS: Int({ default: 1000, minimum: 1, maximum: 100_000, description: 'A batch is written once it holds this many readings…' }),
+  INGEST_FLUSH_MS: Int({ default: 10, minimum: 0, maximum: 60_000, description: '…or once its oldest reading has waited this long.' }),
+  INGEST_WRITERS: Int({ default: 3, minimum: 1, maximum: 64, description: 'Batches written concurrently, each on its own pool connection.' }),
+  INGEST_RETRY_MAX_MS: Int({ default: 5000, minimum: 10, maximum: 600_000, description: 'Upper bound of the exponential backoff between retries of a failed batch.' }),
+  DB_POOL_MAX: Int({ default: 10, minimum: 2, maximum: 1000, description: 'PostgreSQL pool size (must exceed INGEST_WRITERS).' }),
+  DB_STATEMENT_TIMEOUT_MS: Int({ default: 30_000, minimum: 100, maximum: 3_600_000, description: 'statement_timeout of pool connections.' }),
+  AUTH_CACHE_TTL_MS: Int({ default: 30_000, minimum: 0, maximum: 3_600_000, description: 'How long a verified device credential is cached.' }),
+  AUTH_CACHE_MAX: Int({ default: 200_000, minimum: 0, maximum: 10_000_000, description: 'Most cached credentials.' }),
+  PRESENCE_FLUSH_MS: Int({ default: 1000, minimum: 10, maximum: 60_000, description: 'Presence changes (online, last seen) are written in one batch this often.' }),
+  SHUTDOWN_TIMEOUT_MS: Int({ default: 30_000, minimum: 100, maximum: 600_000, description: 'Graceful shutdown budget; past it the process exits with code 1.' })
+})
+
+export type Config = Static<typeof ConfigSchema>
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+// Environment values are strings; convert only where the schema says the
+// setting is a number or a boolean, so 'MQTT_PORT=abc' fails validation with
+// its own name instead of becoming NaN.
+function coerce (schema: TSchema, raw: string): unknown {
+  const type = (schema as { type?: string }).type
+  if (type === 'integer' || type === 'number') return raw.trim() === '' ? raw : Number(raw)
+  if (type === 'boolean') {
+    if (/^(true|1|yes)$/i.test(raw)) return true
+    if (/^(false|0|no)$/i.test(raw)) return false
+    return raw
+  }
+  return raw
+}
+
+/** Validates the environment; throws a ConfigError naming every bad setting. */
+export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  const input: Record<string, unknown> = {}
+  for (const [key, schema] of Object.entries(ConfigSchema.properties)) {
+    const raw = env[key]
+    if (raw !== undefined && raw !== '') input[key] = coerce(schema, raw)
+  }
+  Object.assign(input, overrides)
+  const withDefaults = Value.Default(ConfigSchema, input)
+  const errors = [...Value.Errors(ConfigSchema, withDefaults)]
+  if (errors.length > 0) {
+    const lines = errors.map((e) => {
+      const key = e.path.replace(/^\//, '')
+      return `${key}: ${e.message} (got ${JSON.stringify((withDefaults as Record<string, unknown>)[key])})`
+    })
+    throw new ConfigError(`invalid configuration:\n  ${[...new Set(lines)].join('\n  ')}`)
+  }
+  const config = withDefaults as Config
+  if (config.DB_POOL_MAX <= config.INGEST_WRITERS) {
+    throw new ConfigError(`invalid configuration:\n  DB_POOL_MAX: must be greater than INGEST_WRITERS (${config.INGEST_WRITERS}) so the control plane keeps a connection (got ${config.DB_POOL_MAX})`)
+  }
+  return config
+}

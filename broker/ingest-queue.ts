@@ -1,0 +1,126 @@
+// The bounded queue between the MQTT hooks and the batch writers (issue 2,
+// DESIGN.md rule 2: backpressure, not buffering).
+//
+// An entry is one accepted message: its rows and a callback fired once they are
+// committed (for QoS 1 that callback lets aedes write the PUBACK). The queue
+// holds at most `capacityRows` rows. An entry that does not fit waits in FIFO
+// order; while it waits, its publisher's hook has not returned, so aedes does
+// not read more from that socket and TCP pushes back to the device. What can
+// wait is therefore bounded by the connections times one socket read.
+
+export interface IngestEntry<Row> {
+  rows: Row[]
+  /** Set when the entry enters the queue (after any wait for room). */
+  enqueuedAt: number
+  /** Called once every row is committed (or dead-lettered), or with an error if the pipeline gave up on it. */
+  done (err?: Error): void
+}
+
+export interface QueueObserver {
+  /** A publisher was held for `ms` because the queue was full. */
+  onBackpressure? (ms: number): void
+}
+
+export interface IngestQueue<Row> {
+  /**
+   * Adds an entry. `admitted` is called when it is in the queue (at once when
+   * there is room, later when there was not). Returns false when the queue is
+   * closed: the entry is refused and nothing was taken.
+   */
+  push (entry: IngestEntry<Row>, admitted?: () => void): boolean
+  /** Removes whole entries, up to `maxRows` rows (always at least one entry). */
+  take (maxRows: number): Array<IngestEntry<Row>>
+  /** Registers the single consumer callback, called whenever rows are added. */
+  onRows (listener: () => void): void
+  /** Rows waiting in the queue. */
+  readonly rows: number
+  /** Publishers waiting for room. */
+  readonly waiting: number
+  readonly capacity: number
+  /** Enqueue time of the oldest queued entry, or undefined. */
+  oldestAt (): number | undefined
+  /** Stops admitting; waiting publishers are refused with the error. */
+  close (err: Error): void
+  readonly closed: boolean
+}
+
+interface Waiter<Row> { entry: IngestEntry<Row>, admitted: (() => void) | undefined, since: number }
+
+export function createIngestQueue<Row> (capacityRows: number, observer: QueueObserver = {}, now: () => number = Date.now): IngestQueue<Row> {
+  // A plain array with a moving head: take() is O(taken) and push() is O(1);
+  // the array is compacted when the head has moved far enough.
+  let items: Array<IngestEntry<Row>> = []
+  let head = 0
+  let rows = 0
+  let closed = false
+  const waiters: Array<Waiter<Row>> = []
+  let listener: () => void = () => {}
+
+  function fits (n: number): boolean {
+    // An entry larger than the whole capacity is still admitted into an
+    // empty queue, or it could never be stored.
+    return rows + n <= capacityRows || rows === 0
+  }
+
+  function admit (entry: IngestEntry<Row>) {
+    entry.enqueuedAt = now()
+    items.push(entry)
+    rows += entry.rows.length
+  }
+
+  function admitWaiters () {
+    let admittedAny = false
+    while (waiters.length > 0 && fits(waiters[0]!.entry.rows.length)) {
+      const w = waiters.shift()!
+      admit(w.entry)
+      observer.onBackpressure?.(now() - w.since)
+      w.admitted?.()
+      admittedAny = true
+    }
+    if (admittedAny) listener()
+  }
+
+  return {
+    get rows () { return rows },
+    get waiting () { return waiters.length },
+    get capacity () { return capacityRows },
+    get closed () { return closed },
+    push (entry, admitted) {
+      if (closed) return false
+      // FIFO: nobody overtakes a publisher that is already waiting.
+      if (waiters.length === 0 && fits(entry.rows.length)) {
+        admit(entry)
+        admitted?.()
+        listener()
+      } else {
+        waiters.push({ entry, admitted, since: now() })
+      }
+      return true
+    },
+    take (maxRows) {
+      const out: Array<IngestEntry<Row>> = []
+      let n = 0
+      while (head < items.length) {
+        const e = items[head]!
+        if (out.length > 0 && n + e.rows.length > maxRows) break
+        out.push(e)
+        n += e.rows.length
+        items[head++] = undefined as unknown as IngestEntry<Row>
+      }
+      rows -= n
+      if (head > 1024 && head * 2 > items.length) {
+        items = items.slice(head)
+        head = 0
+      }
+      if (out.length > 0) admitWaiters()
+      return out
+    },
+    onRows (l) { listener = l },
+    oldestAt () { return head < items.length ? items[head]!.enqueuedAt : undefined },
+    close (err) {
+      if (closed) return
+      closed = true
+      for (const w of waiters.splice(0)) w.entry.done(err)
+    }
+  }
+}

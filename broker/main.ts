@@ -1,0 +1,31 @@
+// `npm start`: validate the environment, start everything, and shut down in
+// order on SIGTERM/SIGINT (a second signal forces exit, close-with-grace).
+import closeWithGrace from 'close-with-grace'
+import { ConfigError, loadConfig } from './config.js'
+import { createLogger } from './logger.js'
+import { startApp } from './app.js'
+
+let config
+try {
+  config = loadConfig()
+} catch (err) {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`fleetgate: ${err.message}\n`)
+    process.exit(2)
+  }
+  throw err
+}
+
+const log = createLogger({ level: config.LOG_LEVEL, pretty: process.stdout.isTTY })
+const app = await startApp(config, log).catch((err: unknown) => {
+  log.fatal({ err }, 'start-up failed')
+  process.exit(1)
+})
+log.info({ mqttPort: app.mqttPort, httpPort: app.httpPort, brokerId: app.brokerId }, 'fleetgate ready')
+
+closeWithGrace({ delay: config.SHUTDOWN_TIMEOUT_MS, logger: log }, async ({ signal, err }) => {
+  if (err) log.error({ err }, 'fatal error, shutting down')
+  else log.info({ signal }, 'shutting down')
+  await app.close()
+  log.info('shutdown complete')
+})

@@ -1,0 +1,63 @@
+// One prom-client registry per process, created at start-up and passed in
+// (never the global default registry). Names follow Prometheus conventions:
+// fleetgate_ prefix, base units, _total counters, _seconds histograms, and no
+// per-device labels (cardinality stays bounded whatever the fleet size).
+import client from 'prom-client'
+
+export type Metrics = ReturnType<typeof createMetrics>
+
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+/** Gauges read at scrape time from the live objects (set by the composition root). */
+export interface MetricSources {
+  queueRows? (): number
+  queueWaiting? (): number
+  poolTotal? (): number
+  poolIdle? (): number
+  poolWaiting? (): number
+}
+
+export function createMetrics (opts: { collectDefault?: boolean } = {}) {
+  const registry = new client.Registry()
+  const sources: MetricSources = {}
+  const gaugeFrom = (name: string, help: string, read: () => number | undefined) =>
+    new client.Gauge({ name, help, registers: [registry], collect () { const v = read(); if (v !== undefined) this.set(v) } })
+  if (opts.collectDefault !== false) client.collectDefaultMetrics({ register: registry, prefix: 'fleetgate_' })
+  const r = [registry]
+
+  return {
+    registry,
+    /** Connects the scrape-time gauges to their sources. */
+    observe (src: MetricSources) { Object.assign(sources, src) },
+    // connections
+    connectedClients: new client.Gauge({ name: 'fleetgate_mqtt_connected_clients', help: 'MQTT clients connected now', registers: r }),
+    connects: new client.Counter({ name: 'fleetgate_mqtt_connects_total', help: 'Accepted MQTT connections (CONNACK 0)', registers: r }),
+    disconnects: new client.Counter({ name: 'fleetgate_mqtt_disconnects_total', help: 'MQTT disconnections by reason', labelNames: ['reason'] as const, registers: r }),
+    connackRefusals: new client.Counter({ name: 'fleetgate_mqtt_connack_refusals_total', help: 'CONNECTs refused, by CONNACK return code and reason', labelNames: ['code', 'reason'] as const, registers: r }),
+    authCache: new client.Counter({ name: 'fleetgate_auth_cache_lookups_total', help: 'Credential cache look-ups by result', labelNames: ['result'] as const, registers: r }),
+    aclRefusals: new client.Counter({ name: 'fleetgate_mqtt_acl_refusals_total', help: 'Publishes and subscriptions refused by the ACL', labelNames: ['action'] as const, registers: r }),
+    // traffic
+    publishes: new client.Counter({ name: 'fleetgate_mqtt_publishes_received_total', help: 'PUBLISH packets received, by topic class and QoS', labelNames: ['topic_class', 'qos'] as const, registers: r }),
+    bytesIn: new client.Counter({ name: 'fleetgate_mqtt_publish_bytes_received_total', help: 'Payload bytes received in PUBLISH packets', registers: r }),
+    // ingestion
+    queueRows: gaugeFrom('fleetgate_ingest_queue_rows', 'Readings waiting in the ingest queue', () => sources.queueRows?.()),
+    queueCapacity: new client.Gauge({ name: 'fleetgate_ingest_queue_capacity_rows', help: 'Capacity of the ingest queue', registers: r }),
+    queueWaiting: gaugeFrom('fleetgate_ingest_publishers_waiting', 'Publishers held because the ingest queue is full', () => sources.queueWaiting?.()),
+    poolTotal: gaugeFrom('fleetgate_db_pool_connections', 'PostgreSQL pool connections open', () => sources.poolTotal?.()),
+    poolIdle: gaugeFrom('fleetgate_db_pool_idle_connections', 'PostgreSQL pool connections idle', () => sources.poolIdle?.()),
+    poolWaiting: gaugeFrom('fleetgate_db_pool_waiting_requests', 'Requests waiting for a PostgreSQL pool connection', () => sources.poolWaiting?.()),
+    queueWait: new client.Histogram({ name: 'fleetgate_ingest_queue_wait_seconds', help: 'Time a message waited in the queue before its batch was cut', buckets: LATENCY_BUCKETS, registers: r }),
+    batchRows: new client.Histogram({ name: 'fleetgate_ingest_batch_rows', help: 'Rows per committed batch', buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000], registers: r }),
+    flushSeconds: new client.Histogram({ name: 'fleetgate_ingest_flush_seconds', help: 'Time to commit one batch, retries included', buckets: LATENCY_BUCKETS, registers: r }),
+    rowsCommitted: new client.Counter({ name: 'fleetgate_ingest_rows_committed_total', help: 'Rows committed (readings and dead letters)', registers: r }),
+    readingsAccepted: new client.Counter({ name: 'fleetgate_ingest_readings_accepted_total', help: 'Readings accepted into the ingest queue', registers: r }),
+    retries: new client.Counter({ name: 'fleetgate_ingest_retries_total', help: 'Batch writes retried after a database error', registers: r }),
+    deadLetters: new client.Counter({ name: 'fleetgate_ingest_dead_letters_total', help: 'Messages or readings dead-lettered, by reason', labelNames: ['reason'] as const, registers: r }),
+    deadLettersLost: new client.Counter({ name: 'fleetgate_ingest_dead_letters_lost_total', help: 'Dead letters PostgreSQL refused to store (logged at error)', registers: r }),
+    refused: new client.Counter({ name: 'fleetgate_ingest_messages_refused_total', help: 'Telemetry messages refused without PUBACK (the device retransmits), by reason', labelNames: ['reason'] as const, registers: r }),
+    backpressureSeconds: new client.Counter({ name: 'fleetgate_ingest_backpressure_seconds_total', help: 'Total time publishers were held because the queue was full', registers: r }),
+    pubackLatency: new client.Histogram({ name: 'fleetgate_ingest_ack_latency_seconds', help: 'From telemetry PUBLISH received to its batch committed (PUBACK sent for QoS 1)', buckets: LATENCY_BUCKETS, registers: r }),
+    // presence
+    presenceFlushes: new client.Counter({ name: 'fleetgate_presence_flushes_total', help: 'Presence batches written, by result', labelNames: ['result'] as const, registers: r })
+  }
+}

@@ -1,0 +1,294 @@
+// The aedes instance, its hooks and the TCP listener (issue 2).
+//
+// The hooks are where the two rules of DESIGN.md live: telemetry is enqueued
+// in authorizePublish and its callback — after which aedes writes PUBACK — is
+// held until the batch holding it has committed (ack after commit); while the
+// queue is full the callback is not called, aedes reads nothing more from that
+// socket and TCP pushes back on the device (backpressure, not buffering).
+import { createServer, type Server, type Socket } from 'node:net'
+import { once } from 'node:events'
+import { Aedes, type Client, type AuthenticateError, type PublishPacket, type Subscription } from 'aedes'
+import type { IngestQueue } from './ingest-queue.js'
+import type { Logger } from './logger.js'
+import type { Metrics } from './metrics.js'
+import type { PresenceTracker } from './presence-tracker.js'
+import type { IngestRow } from './telemetry-sink.js'
+import { cleanText } from './telemetry-sink.js'
+import { decodeTelemetry } from './telemetry-decoder.js'
+import {
+  anonymousMayPublish, anonymousMayReceive, anonymousMaySubscribe,
+  deviceMayReceive, deviceMaySubscribe, devicePublishClass, classifyTopic
+} from './topic-acl.js'
+import { isValidDeviceId } from '../devices/device-id.js'
+import { verifySecret, hashSecret } from '../devices/device-secret.js'
+import type { CredentialCache } from '../devices/credential-cache.js'
+
+/** What fleetgate attaches to an aedes client. */
+interface FleetClient extends Client {
+  fgDeviceId?: string
+  fgAnonymous?: boolean
+  fgEmptyIdPersistent?: boolean
+  fgTakenOver?: boolean
+  fgReason?: string
+  fgRemote?: string
+}
+
+export interface MqttBrokerOptions {
+  host: string
+  port: number
+  brokerId: string
+  allowAnonymous: boolean
+  connectTimeoutMs: number
+  telemetryMaxBytes: number
+  telemetryMaxReadings: number
+  credentials: CredentialCache
+  queue: IngestQueue<IngestRow>
+  presence: PresenceTracker
+  metrics: Metrics
+  log: Logger
+}
+
+export interface MqttBroker {
+  readonly aedes: Aedes
+  readonly port: number
+  /** True while the listener accepts connections. */
+  readonly listening: boolean
+  /** Stops accepting new TCP connections; existing clients stay. */
+  stopAccepting (): Promise<void>
+  /** Disconnects every client and closes aedes. */
+  close (): Promise<void>
+}
+
+// CONNACK return codes, MQTT 3.1.1 section 3.2.2.3.
+// aedes keeps connected clients by id; its type definitions do not declare it.
+function clientsOf (aedes: Aedes): Record<string, FleetClient> {
+  return (aedes as unknown as { clients: Record<string, FleetClient> }).clients
+}
+
+const CONNACK = { IDENTIFIER_REJECTED: 2, SERVER_UNAVAILABLE: 3, BAD_CREDENTIALS: 4, NOT_AUTHORIZED: 5 } as const
+
+function refusal (code: 2 | 3 | 4 | 5, message: string): AuthenticateError {
+  const err = new Error(message) as AuthenticateError
+  err.returnCode = code
+  return err
+}
+
+// A hash of a random secret, checked when the device is unknown so that an
+// unknown id costs the same HMAC as a wrong secret (no timing oracle on ids).
+const DUMMY_HASH = hashSecret('fleetgate-dummy-secret')
+
+// Dead letters keep the raw bytes, but an oversized payload is kept only up to
+// this many bytes (its full size is in `detail`).
+const DEAD_LETTER_MAX_BYTES = 64 * 1024
+
+export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBroker> {
+  const { metrics, log, queue, presence } = opts
+  const limits = { maxBytes: opts.telemetryMaxBytes, maxReadings: opts.telemetryMaxReadings }
+
+  const aedes = await Aedes.createBroker({
+    id: opts.brokerId,
+    connectTimeout: opts.connectTimeoutMs,
+    // MQTT 3.1 (protocol level 3) caps ids at 23 bytes; device ids may be 128.
+    maxClientsIdLength: 128,
+
+    preConnect (client: FleetClient, packet, done) {
+      // [MQTT-3.1.3-8]: a zero-length client id with CleanSession=0 gets
+      // CONNACK 2. aedes would assign an id; remember it for authenticate().
+      if (packet.clientId === '' && packet.clean === false) client.fgEmptyIdPersistent = true
+      client.fgRemote = (client.conn as Socket).remoteAddress
+      done(null, true)
+    },
+
+    authenticate (client: FleetClient, username, password, done) {
+      authenticate(client, username, password).then(
+        () => done(null, true),
+        (err: AuthenticateError) => {
+          const code = err.returnCode ?? CONNACK.SERVER_UNAVAILABLE
+          metrics.connackRefusals.inc({ code: String(code), reason: err.message })
+          log.info({ clientId: client.id, remote: client.fgRemote, code, reason: err.message }, 'connection refused')
+          done(err, false)
+        })
+    },
+
+    authorizePublish (client: FleetClient | null, packet: PublishPacket, done: (err?: Error | null) => void) {
+      const topic = packet.topic
+      if (!client) return done(null) // broker-originated (wills are checked when stored)
+      const deviceId = client.fgDeviceId
+      if (deviceId === undefined) {
+        metrics.publishes.inc({ topic_class: classifyTopic(topic), qos: packet.qos })
+        if (client.fgAnonymous && anonymousMayPublish(topic)) return done(null)
+        return refusePublish(client, topic, done)
+      }
+      const cls = devicePublishClass(deviceId, topic)
+      if (cls === undefined) return refusePublish(client, topic, done)
+      metrics.publishes.inc({ topic_class: cls, qos: packet.qos })
+      metrics.bytesIn.inc(packet.payload.length)
+      presence.seen(deviceId)
+      if (cls === 'telemetry') return ingest(deviceId, packet, done)
+      // config/reported and command results are handled by the control plane (issue 3).
+      done(null)
+    },
+
+    authorizeSubscribe (client: FleetClient, sub: Subscription, done) {
+      const ok = client.fgDeviceId !== undefined
+        ? deviceMaySubscribe(client.fgDeviceId, sub.topic)
+        : client.fgAnonymous === true && anonymousMaySubscribe(sub.topic)
+      if (ok) return done(null, sub)
+      metrics.aclRefusals.inc({ action: 'subscribe' })
+      log.info({ deviceId: client.fgDeviceId, clientId: client.id, filter: sub.topic }, 'subscription refused (0x80)')
+      done(null, null) // SUBACK return code 0x80 for this filter
+    },
+
+    authorizeForward (client: FleetClient, packet) {
+      const ok = client.fgDeviceId !== undefined ? deviceMayReceive(client.fgDeviceId, packet.topic) : anonymousMayReceive(packet.topic)
+      return ok ? packet : null
+    }
+  })
+
+  async function authenticate (client: FleetClient, username: string | undefined, password: Buffer | undefined): Promise<void> {
+    if (client.fgEmptyIdPersistent) throw refusal(CONNACK.IDENTIFIER_REJECTED, 'empty client id requires a clean session')
+    if (username === undefined && password === undefined) {
+      if (!opts.allowAnonymous) throw refusal(CONNACK.NOT_AUTHORIZED, 'credentials required')
+      // An anonymous client must not take over a device's session by using its id.
+      if (isValidDeviceId(client.id) && await opts.credentials.get(client.id)) {
+        throw refusal(CONNACK.IDENTIFIER_REJECTED, 'client id belongs to a device')
+      }
+      client.fgAnonymous = true
+      return
+    }
+    if (username !== client.id) throw refusal(CONNACK.IDENTIFIER_REJECTED, 'client id must equal username')
+    if (!isValidDeviceId(client.id)) throw refusal(CONNACK.IDENTIFIER_REJECTED, 'malformed client id')
+    if (!password || password.length === 0) throw refusal(CONNACK.BAD_CREDENTIALS, 'password required')
+    let creds
+    try {
+      creds = await opts.credentials.get(client.id)
+    } catch (err) {
+      log.warn({ err: { message: (err as Error).message }, deviceId: client.id }, 'credential look-up failed')
+      throw refusal(CONNACK.SERVER_UNAVAILABLE, 'credential store unavailable')
+    }
+    const ok = verifySecret(password, creds?.secretHash ?? DUMMY_HASH)
+    if (!creds || !ok) throw refusal(CONNACK.BAD_CREDENTIALS, creds ? 'bad secret' : 'unknown device')
+    if (creds.disabled) throw refusal(CONNACK.NOT_AUTHORIZED, 'device disabled')
+    // [MQTT-3.1.4-2] take-over: aedes closes the previous connection of this
+    // id; mark it so its disconnect does not flip the device offline.
+    const previous = clientsOf(aedes)[client.id]
+    if (previous && previous !== client) {
+      previous.fgTakenOver = true
+      previous.fgReason = 'taken_over'
+    }
+    client.fgDeviceId = client.id
+  }
+
+  function refusePublish (client: FleetClient, topic: string, done: (err?: Error | null) => void) {
+    metrics.aclRefusals.inc({ action: 'publish' })
+    log.info({ deviceId: client.fgDeviceId, clientId: client.id, topic }, 'publish refused; closing connection [MQTT-3.3.5-2]')
+    client.fgReason = 'acl'
+    done(new Error('publish not authorized'))
+  }
+
+  function ingest (deviceId: string, packet: PublishPacket, done: (err?: Error | null) => void) {
+    const receivedAt = Date.now()
+    const decoded = decodeTelemetry(packet.payload as Buffer, receivedAt, limits)
+    let rows: IngestRow[]
+    if (decoded.ok) {
+      const readings = decoded.readings
+      rows = new Array(readings.length)
+      for (let i = 0; i < readings.length; i++) {
+        const r = readings[i]!
+        rows[i] = { kind: 'reading', deviceId, ts: r.ts, hash: r.hash, receivedAt, json: r.json }
+      }
+      metrics.readingsAccepted.inc(rows.length)
+    } else {
+      metrics.deadLetters.inc({ reason: decoded.reason })
+      log.info({ deviceId, reason: decoded.reason, detail: decoded.detail }, 'telemetry dead-lettered')
+      const payload = packet.payload as Buffer
+      rows = [{
+        kind: 'dead',
+        deviceId,
+        topic: packet.topic,
+        payload: payload.length > DEAD_LETTER_MAX_BYTES ? payload.subarray(0, DEAD_LETTER_MAX_BYTES) : payload,
+        reason: decoded.reason,
+        detail: cleanText(decoded.detail),
+        receivedAt
+      }]
+    }
+    const qos0 = packet.qos === 0
+    const accepted = queue.push({
+      rows,
+      enqueuedAt: 0,
+      done (err) {
+        if (err) {
+          // Not stored: no PUBACK; the connection closes and the device
+          // retransmits (QoS 1) after reconnecting.
+          metrics.refused.inc({ reason: 'pipeline_aborted' })
+          if (!qos0) done(err)
+          return
+        }
+        metrics.pubackLatency.observe((Date.now() - receivedAt) / 1000)
+        if (!qos0) done(null)
+      }
+    }, qos0 ? () => done(null) : undefined)
+    if (!accepted) {
+      metrics.refused.inc({ reason: 'draining' })
+      done(new Error('server is shutting down'))
+    }
+  }
+
+  aedes.on('client', (client: FleetClient) => {
+    metrics.connects.inc()
+    metrics.connectedClients.set(aedes.connectedClients)
+    if (client.fgDeviceId) presence.connected(client.fgDeviceId)
+    log.debug({ clientId: client.id, remote: client.fgRemote }, 'client connected')
+  })
+  aedes.on('clientDisconnect', (client: FleetClient) => {
+    const reason = client.fgReason ?? ((client as unknown as { _disconnected: boolean })._disconnected ? 'clean' : 'connection_lost')
+    metrics.disconnects.inc({ reason })
+    metrics.connectedClients.set(aedes.connectedClients)
+    if (client.fgDeviceId && !client.fgTakenOver) presence.disconnected(client.fgDeviceId)
+    log.debug({ clientId: client.id, reason }, 'client disconnected')
+  })
+  aedes.on('keepaliveTimeout', (client: FleetClient) => { client.fgReason = 'keepalive_timeout' })
+  aedes.on('clientError', (client: FleetClient, err: Error) => {
+    client.fgReason ??= 'error'
+    log.debug({ clientId: client.id, err: err.message }, 'client error')
+  })
+  aedes.on('connectionError', (client: FleetClient, err: Error) => {
+    log.debug({ remote: client.fgRemote, err: err.message }, 'connection error before CONNECT')
+  })
+  aedes.on('ping', (_packet: unknown, client: FleetClient) => { if (client.fgDeviceId) presence.seen(client.fgDeviceId) })
+
+  const server: Server = createServer(aedes.handle)
+  server.listen(opts.port, opts.host)
+  await once(server, 'listening')
+  const address = server.address()
+  const port = typeof address === 'object' && address ? address.port : opts.port
+  let listening = true
+  log.info({ host: opts.host, port }, 'MQTT listener ready')
+
+  function stopAccepting (): Promise<void> {
+    if (listening) {
+      listening = false
+      // server.close() stops accepting at once; its callback fires only when
+      // every connection has ended, which close() below takes care of.
+      server.close(() => {})
+    }
+    return Promise.resolve()
+  }
+
+  let closeP: Promise<void> | undefined
+  return {
+    aedes,
+    port,
+    get listening () { return listening },
+    stopAccepting,
+    close () {
+      closeP ??= (async () => {
+        await stopAccepting()
+        for (const c of Object.values(clientsOf(aedes))) c.fgReason ??= 'server_shutdown'
+        await new Promise<void>((resolve) => aedes.close(() => resolve()))
+        metrics.connectedClients.set(0)
+      })()
+      return closeP
+    }
+  }
+}

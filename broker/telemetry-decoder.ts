@@ -1,0 +1,102 @@
+// Validates a telemetry payload before anything else happens to it (issue 2):
+// size, JSON, shape (an object or a non-empty array of objects), the length of
+// the array and each reading's optional `ts`. Each reading becomes one row.
+import { createHash } from 'node:crypto'
+
+export interface Reading {
+  /** The reading's own time in epoch ms (its `ts`), or the receive time. */
+  ts: number
+  /** True when `ts` came from the device (deduplicated), false when stamped on receipt (at-least-once). */
+  hasTs: boolean
+  /** 64 bits of SHA-256 over the reading's JSON, as a decimal string for a bigint column. */
+  hash: string
+  /** The reading as JSON text, stored as jsonb. */
+  json: string
+}
+
+export type RejectReason = 'payload_too_large' | 'invalid_json' | 'invalid_shape' | 'too_many_readings' | 'invalid_ts'
+
+export type DecodeResult =
+  | { ok: true, readings: Reading[] }
+  | { ok: false, reason: RejectReason, detail: string }
+
+export interface DecoderLimits {
+  maxBytes: number
+  maxReadings: number
+}
+
+// ISO 8601 date-time with a zone (Z or ±hh:mm); Date.parse alone accepts
+// many non-ISO formats and local times, which would make `ts` ambiguous.
+const ISO_8601 = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)$/i
+// Readings must fall between 1970 and 9999 (also keeps PostgreSQL's timestamptz range safe).
+const MAX_EPOCH_MS = 253_402_300_799_999
+
+function parseTs (value: unknown): number | undefined {
+  if (typeof value === 'number') {
+    return Number.isFinite(value) && value >= 0 && value <= MAX_EPOCH_MS ? Math.floor(value) : undefined
+  }
+  if (typeof value === 'string' && ISO_8601.test(value)) {
+    const ms = Date.parse(value)
+    return Number.isFinite(ms) && ms >= 0 && ms <= MAX_EPOCH_MS ? ms : undefined
+  }
+  return undefined
+}
+
+export function readingHash (json: string): string {
+  return createHash('sha256').update(json).digest().readBigInt64BE(0).toString()
+}
+
+function isPlainObject (v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v)
+}
+
+// Readings without `ts` are stamped with the receive time and are
+// at-least-once: each gets a unique identity instead of a content hash, so two
+// equal readings in one message (same receive ms) are both kept, and a
+// retransmission after a lost PUBACK is stored again (documented in README).
+let uniqueSeq = BigInt.asIntN(64, BigInt(Date.now()) << 20n)
+function uniqueIdentity (): string {
+  uniqueSeq = BigInt.asIntN(64, uniqueSeq + 1n)
+  return uniqueSeq.toString()
+}
+
+function toReading (obj: Record<string, unknown>, json: string, receivedAt: number, index: number): Reading | string {
+  if (obj.ts === undefined) return { ts: receivedAt, hasTs: false, hash: uniqueIdentity(), json }
+  const ts = parseTs(obj.ts)
+  if (ts === undefined) return `reading ${index}: ts must be ISO 8601 with a time zone or epoch milliseconds between 1970 and 9999`
+  return { ts, hasTs: true, hash: readingHash(json), json }
+}
+
+export function decodeTelemetry (payload: Buffer, receivedAt: number, limits: DecoderLimits): DecodeResult {
+  if (payload.length > limits.maxBytes) {
+    return { ok: false, reason: 'payload_too_large', detail: `${payload.length} bytes, limit ${limits.maxBytes}` }
+  }
+  const text = payload.toString('utf8')
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch (err) {
+    return { ok: false, reason: 'invalid_json', detail: (err as Error).message.slice(0, 200) }
+  }
+  if (isPlainObject(value)) {
+    // The payload text itself is the reading: no re-serialisation on the hot path.
+    const r = toReading(value, text, receivedAt, 0)
+    return typeof r === 'string' ? { ok: false, reason: 'invalid_ts', detail: r } : { ok: true, readings: [r] }
+  }
+  if (!Array.isArray(value)) {
+    return { ok: false, reason: 'invalid_shape', detail: 'payload must be a JSON object or an array of objects' }
+  }
+  if (value.length === 0) return { ok: false, reason: 'invalid_shape', detail: 'empty array' }
+  if (value.length > limits.maxReadings) {
+    return { ok: false, reason: 'too_many_readings', detail: `${value.length} readings, limit ${limits.maxReadings}` }
+  }
+  const readings: Reading[] = new Array(value.length)
+  for (let i = 0; i < value.length; i++) {
+    const item: unknown = value[i]
+    if (!isPlainObject(item)) return { ok: false, reason: 'invalid_shape', detail: `element ${i} is not an object` }
+    const r = toReading(item, JSON.stringify(item), receivedAt, i)
+    if (typeof r === 'string') return { ok: false, reason: 'invalid_ts', detail: r }
+    readings[i] = r
+  }
+  return { ok: true, readings }
+}

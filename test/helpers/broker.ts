@@ -1,0 +1,43 @@
+import mqtt, { type MqttClient, type IClientOptions } from 'mqtt'
+import { loadConfig, type Config } from '../../broker/config.js'
+import { createLogger } from '../../broker/logger.js'
+import { startApp, type App } from '../../broker/app.js'
+import { createTestDatabase, type TestDatabase } from './database.js'
+
+export interface TestBroker { app: App, db: TestDatabase, url: string, close (): Promise<void> }
+
+/** A real broker on OS-assigned ports against its own cloned database. */
+export async function startTestBroker (overrides: Partial<Config> = {}, db?: TestDatabase): Promise<TestBroker> {
+  db ??= await createTestDatabase()
+  const config = loadConfig({}, {
+    DATABASE_URL: db.url,
+    MQTT_HOST: '127.0.0.1',
+    MQTT_PORT: 0,
+    HTTP_HOST: '127.0.0.1',
+    HTTP_PORT: 0,
+    PRESENCE_FLUSH_MS: 50,
+    ...overrides
+  })
+  const log = createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', destination: process.stderr })
+  const app = await startApp(config, log, { defaultMetrics: false })
+  const database = db
+  return {
+    app,
+    db: database,
+    url: `mqtt://127.0.0.1:${app.mqttPort}`,
+    async close () { await app.close() }
+  }
+}
+
+export async function connectDevice (url: string, id: string, secret: string, opts: IClientOptions = {}): Promise<MqttClient> {
+  return await mqtt.connectAsync(url, { clientId: id, username: id, password: secret, reconnectPeriod: 0, connectTimeout: 5000, ...opts })
+}
+
+/** Resolves with the CONNACK error code when the broker refuses the connection. */
+export async function connackCode (url: string, opts: IClientOptions): Promise<number> {
+  const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
+  return await new Promise((resolve, reject) => {
+    client.once('connect', () => { client.end(true); resolve(0) })
+    client.once('error', (err: Error & { code?: number }) => { client.end(true); typeof err.code === 'number' ? resolve(err.code) : reject(err) })
+  })
+}
