@@ -1,6 +1,7 @@
 // Validates a telemetry payload before anything else happens to it (issue 2):
 // size, JSON, shape (an object or a non-empty array of objects), the length of
 // the array and each reading's optional `ts`. Each reading becomes one row.
+import { isUtf8 } from 'node:buffer'
 import { createHash } from 'node:crypto'
 
 export interface Reading {
@@ -71,6 +72,8 @@ export function decodeTelemetry (payload: Buffer, receivedAt: number, limits: De
   if (payload.length > limits.maxBytes) {
     return { ok: false, reason: 'payload_too_large', detail: `${payload.length} bytes, limit ${limits.maxBytes}` }
   }
+  // JSON is UTF-8 (RFC 8259); toString() would silently replace bad bytes.
+  if (!isUtf8(payload)) return { ok: false, reason: 'invalid_json', detail: 'payload is not valid UTF-8' }
   const text = payload.toString('utf8')
   let value: unknown
   try {
