@@ -70,13 +70,28 @@ function isAlive (pid: number): boolean {
   try { process.kill(pid, 0); return true } catch { return false }
 }
 
-/** A postmaster left running by a broker that was killed (SIGKILL) holds the data dir: stop it first. */
-async function stopStalePostmaster (dataDir: string, log: Logger): Promise<void> {
+interface RunningPostmaster { pid: number, port: number, orphaned: boolean }
+
+/** The postmaster serving this data directory now, if any (from postmaster.pid). */
+async function runningPostmaster (dataDir: string): Promise<RunningPostmaster | undefined> {
   const pidFile = join(dataDir, 'postmaster.pid')
-  if (!existsSync(pidFile)) return
-  const pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0])
-  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return
-  log.warn({ pid }, 'stopping a PostgreSQL left running by an earlier process on this data directory')
+  if (!existsSync(pidFile)) return undefined
+  const lines = (await readFile(pidFile, 'utf8')).split('\n')
+  const pid = Number(lines[0])
+  const port = Number(lines[3])
+  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return undefined
+  // A broker killed with SIGKILL leaves its detached postmaster re-parented
+  // to init (or a subreaper); a live broker is still its parent.
+  let orphaned = true
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8')
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])
+    orphaned = ppid === 1 || !(await readFile(`/proc/${ppid}/cmdline`, 'utf8')).includes('node')
+  } catch { /* no /proc: treat as orphaned */ }
+  return { pid, port, orphaned }
+}
+
+async function stopPostmaster (pid: number, dataDir: string): Promise<void> {
   process.kill(pid, 'SIGINT')
   for (let i = 0; i < 300 && isAlive(pid); i++) await sleep(100)
   if (isAlive(pid)) throw new Error(`embedded PostgreSQL (pid ${pid}) on ${dataDir} did not stop`)
@@ -120,7 +135,17 @@ export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Pro
     await writeFile(passwordFile, password + '\n', { mode: 0o600 })
     await chmod(passwordFile, 0o600)
   }
-  await stopStalePostmaster(dataDir, log)
+  const running = await runningPostmaster(dataDir)
+  if (running && !running.orphaned) {
+    // Another fleetgate process (a running broker) serves this data
+    // directory: use its server, e.g. for `npm run device:create`.
+    log.debug({ pid: running.pid, port: running.port }, 'using the embedded PostgreSQL of a running broker')
+    return { url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${running.port}/postgres`, port: running.port, stop: async () => {} }
+  }
+  if (running) {
+    log.warn({ pid: running.pid }, 'stopping a PostgreSQL left running by a process that died on this data directory')
+    await stopPostmaster(running.pid, dataDir)
+  }
 
   const port = opts.port && opts.port > 0 ? opts.port : await freePort()
   const settings: Record<string, string | number> = {
