@@ -53,7 +53,9 @@ export function createIngestQueue<Row> (capacityRows: number, observer: QueueObs
   let head = 0
   let rows = 0
   let closed = false
-  const waiters: Array<Waiter<Row>> = []
+  // Waiters: array + head index, like items (shift() would be O(n) per admit).
+  let waiters: Array<Waiter<Row>> = []
+  let waitHead = 0
   let listener: () => void = () => {}
 
   function fits (n: number): boolean {
@@ -70,25 +72,30 @@ export function createIngestQueue<Row> (capacityRows: number, observer: QueueObs
 
   function admitWaiters () {
     let admittedAny = false
-    while (waiters.length > 0 && fits(waiters[0]!.entry.rows.length)) {
-      const w = waiters.shift()!
+    while (waitHead < waiters.length && fits(waiters[waitHead]!.entry.rows.length)) {
+      const w = waiters[waitHead]!
+      waiters[waitHead++] = undefined as unknown as Waiter<Row>
       admit(w.entry)
       observer.onBackpressure?.(now() - w.since)
       w.admitted?.()
       admittedAny = true
+    }
+    if (waitHead > 1024 && waitHead * 2 > waiters.length) {
+      waiters = waiters.slice(waitHead)
+      waitHead = 0
     }
     if (admittedAny) listener()
   }
 
   return {
     get rows () { return rows },
-    get waiting () { return waiters.length },
+    get waiting () { return waiters.length - waitHead },
     get capacity () { return capacityRows },
     get closed () { return closed },
     push (entry, admitted) {
       if (closed) return false
       // FIFO: nobody overtakes a publisher that is already waiting.
-      if (waiters.length === 0 && fits(entry.rows.length)) {
+      if (waitHead === waiters.length && fits(entry.rows.length)) {
         admit(entry)
         admitted?.()
         listener()
@@ -120,7 +127,10 @@ export function createIngestQueue<Row> (capacityRows: number, observer: QueueObs
     close (err) {
       if (closed) return
       closed = true
-      for (const w of waiters.splice(0)) w.entry.done(err)
+      const refused = waiters.slice(waitHead)
+      waiters = []
+      waitHead = 0
+      for (const w of refused) w.entry.done(err)
     }
   }
 }

@@ -84,6 +84,8 @@ const DEAD_LETTER_MAX_BYTES = 64 * 1024
 export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBroker> {
   const { metrics, log, queue, presence } = opts
   const limits = { maxBytes: opts.telemetryMaxBytes, maxReadings: opts.telemetryMaxReadings }
+  // Hot path: resolve labelled counters once, not per message.
+  const telemetryPublishes = [0, 1, 2].map((qos) => metrics.publishes.labels('telemetry', String(qos)))
 
   const aedes = await Aedes.createBroker({
     id: opts.brokerId,
@@ -121,7 +123,8 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       }
       const cls = devicePublishClass(deviceId, topic)
       if (cls === undefined) return refusePublish(client, topic, done)
-      metrics.publishes.inc({ topic_class: cls, qos: packet.qos })
+      if (cls === 'telemetry') telemetryPublishes[packet.qos]!.inc()
+      else metrics.publishes.inc({ topic_class: cls, qos: packet.qos })
       metrics.bytesIn.inc(packet.payload.length)
       presence.seen(deviceId)
       if (cls === 'telemetry') return ingest(deviceId, packet, done)
@@ -232,6 +235,23 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       metrics.refused.inc({ reason: 'draining' })
       done(new Error('server is shutting down'))
     }
+  }
+
+  // Device telemetry is stored, never delivered: authorizeForward refuses it to
+  // every subscriber. Routing it through aedes (retained store, offline
+  // queues, mqemitter) would only cost CPU, so once a telemetry message has
+  // passed authorizePublish (and PUBACK is written) its publish step ends here.
+  // (aedes' typings declare publish(packet, cb); at run time it is publish(packet, client?, cb).)
+  type RuntimePublish = (packet: PublishPacket, client: FleetClient | null | ((err?: Error) => void), done?: (err?: Error) => void) => void
+  const internal = aedes as unknown as { publish: RuntimePublish }
+  const routePublish = internal.publish.bind(aedes)
+  internal.publish = function publish (packet, client, done) {
+    if (client && typeof client !== 'function' && client.fgDeviceId !== undefined &&
+        devicePublishClass(client.fgDeviceId, packet.topic) === 'telemetry') {
+      done?.()
+      return
+    }
+    routePublish(packet, client, done)
   }
 
   aedes.on('client', (client: FleetClient) => {

@@ -2,14 +2,14 @@
 // size, JSON, shape (an object or a non-empty array of objects), the length of
 // the array and each reading's optional `ts`. Each reading becomes one row.
 import { isUtf8 } from 'node:buffer'
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 
 export interface Reading {
   /** The reading's own time in epoch ms (its `ts`), or the receive time. */
   ts: number
   /** True when `ts` came from the device (deduplicated), false when stamped on receipt (at-least-once). */
   hasTs: boolean
-  /** 64 bits of SHA-256 over the reading's JSON, as a decimal string for a bigint column. */
+  /** 64 bits of a digest of the reading's JSON as 16 hex digits (the bigint column is built from it in SQL). */
   hash: string
   /** The reading as JSON text, stored as jsonb. */
   json: string
@@ -43,8 +43,12 @@ function parseTs (value: unknown): number | undefined {
   return undefined
 }
 
+// SHA-1 through the one-shot crypto.hash(): about half the cost of a
+// createHash() object per reading. Only 64 bits are kept: this identifies a
+// reading among one device's readings at one ts, it is not a security boundary
+// (a device can only collide with its own data).
 export function readingHash (json: string): string {
-  return createHash('sha256').update(json).digest().readBigInt64BE(0).toString()
+  return hash('sha1', json, 'hex').slice(0, 16)
 }
 
 function isPlainObject (v: unknown): v is Record<string, unknown> {
@@ -55,10 +59,14 @@ function isPlainObject (v: unknown): v is Record<string, unknown> {
 // at-least-once: each gets a unique identity instead of a content hash, so two
 // equal readings in one message (same receive ms) are both kept, and a
 // retransmission after a lost PUBACK is stored again (documented in README).
-let uniqueSeq = BigInt.asIntN(64, BigInt(Date.now()) << 20n)
+// 'f' + 15 hex digits: a random 28-bit process prefix and a 32-bit counter
+// (content hashes use all 16 hex digits, so the spaces rarely meet, and a
+// meeting would need the same device and the same receive millisecond).
+const processPrefix = Math.floor(Math.random() * 0x10000000).toString(16).padStart(7, '0')
+let uniqueSeq = 0
 function uniqueIdentity (): string {
-  uniqueSeq = BigInt.asIntN(64, uniqueSeq + 1n)
-  return uniqueSeq.toString()
+  uniqueSeq = (uniqueSeq + 1) >>> 0
+  return 'f' + processPrefix + uniqueSeq.toString(16).padStart(8, '0')
 }
 
 function toReading (obj: Record<string, unknown>, json: string, receivedAt: number, index: number): Reading | string {

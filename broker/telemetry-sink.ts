@@ -29,11 +29,15 @@ export interface DeadLetterRow {
 
 export type IngestRow = ReadingRow | DeadLetterRow
 
+// The payloads travel as one JSON array text ($5) rather than a jsonb[]: each
+// reading is already valid JSON, so joining them needs no escaping, where a
+// PostgreSQL array literal would escape every quote of every payload.
+// ROWS FROM zips the column arrays with the array's elements in order.
 const INSERT_READINGS = {
   name: 'fleetgate_insert_readings',
   text: `INSERT INTO telemetry (device_id, ts, reading_hash, received_at, payload)
-         SELECT d, to_timestamp(t / 1000.0), h, to_timestamp(r / 1000.0), p
-           FROM unnest($1::text[], $2::float8[], $3::int8[], $4::float8[], $5::jsonb[]) AS u(d, t, h, r, p)
+         SELECT d, to_timestamp(t / 1000.0), ('x' || h)::bit(64)::bigint, to_timestamp(r / 1000.0), p
+           FROM ROWS FROM (unnest($1::text[]), unnest($2::float8[]), unnest($3::text[]), unnest($4::float8[]), jsonb_array_elements($5::jsonb)) AS u(d, t, h, r, p)
          ON CONFLICT DO NOTHING`
 }
 
@@ -70,7 +74,7 @@ function readingParams (rows: ReadingRow[]): unknown[] {
     const row = rows[i]!
     d[i] = row.deviceId; t[i] = row.ts; h[i] = row.hash; r[i] = row.receivedAt; p[i] = row.json
   }
-  return [d, t, h, r, p]
+  return [d, t, h, r, '[' + p.join(',') + ']']
 }
 
 function deadLetterParams (rows: DeadLetterRow[]): unknown[] {

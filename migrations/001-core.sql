@@ -21,7 +21,7 @@ CREATE INDEX devices_labels_idx ON devices USING gin (labels jsonb_path_ops);
 CREATE INDEX devices_online_idx ON devices (online) WHERE online;
 
 -- One row per reading. A reading is identified by its device, its own time
--- and its content (reading_hash: 64 bits of SHA-256 over the reading's JSON),
+-- and its content (reading_hash: 64 bits of SHA-1 over the reading's JSON),
 -- so a QoS 1 retransmission carrying the same ts does not add a second row
 -- while two different readings sharing a ts are both kept. The primary key
 -- doubles as the index for per-device time-range queries, so deduplication
