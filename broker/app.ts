@@ -21,6 +21,11 @@ import { createDeviceStore, type DeviceStore } from '../devices/device-store.js'
 import { createCredentialCache } from '../devices/credential-cache.js'
 import type { FastifyInstance } from 'fastify'
 
+function withTimeout<T> (p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined
+  return Promise.race([p, new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), ms) })]).finally(() => clearTimeout(timer))
+}
+
 export interface App {
   readonly brokerId: string
   readonly mqttPort: number
@@ -82,7 +87,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     onMiss: () => metrics.authCache.inc({ result: 'miss' })
   })
 
-  const queue = createIngestQueue<IngestRow>(config.INGEST_QUEUE_ROWS, {
+  const queue = createIngestQueue<IngestRow>(config.INGEST_QUEUE_ROWS, config.INGEST_QUEUE_BYTES, {
     onBackpressure: (ms) => metrics.backpressureSeconds.inc(ms / 1000)
   })
   metrics.queueCapacity.set(config.INGEST_QUEUE_ROWS)
@@ -174,11 +179,23 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     //    — or about to be acknowledged — reading is stored while its
     //    connection is still open for the PUBACK.
     queue.close(new Error('server is shutting down'))
-    await step('drain ingest', () => writer.drain())
+    // If PostgreSQL is down the drain cannot finish: after half the shutdown
+    // budget give up on what is left. Those messages were never acknowledged,
+    // so nothing acknowledged is lost; their devices retransmit.
+    await step('drain ingest', async () => {
+      let timer: NodeJS.Timeout | undefined
+      const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), config.SHUTDOWN_TIMEOUT_MS / 2) })
+      const result = await Promise.race([writer.drain().then(() => 'drained' as const), deadline])
+      clearTimeout(timer)
+      if (result === 'timeout') {
+        log.error({ queuedRows: queue.rows, batchesInFlight: writer.busy }, 'ingest could not be drained in time; unacknowledged messages are abandoned (devices will retransmit)')
+        writer.abort(new Error('shutdown deadline'))
+      }
+    })
     // 3. Disconnect clients.
     await step('close broker', () => mqtt.close())
     // 4. Their offline state, then the HTTP server and the pool.
-    await step('flush presence', () => presence.close())
+    await step('flush presence', () => withTimeout(presence.close(), 2000))
     await step('close http', () => http.close())
     await step('end pool', () => pool.end())
     if (embedded) await step('stop embedded postgres', () => embedded!.stop())

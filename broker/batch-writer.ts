@@ -145,7 +145,16 @@ export function createBatchWriter<Row> (opts: BatchWriterOptions<Row>): BatchWri
     for (const e of entries) e.done()
   }
 
+  let scheduling = false
   function schedule () {
+    // take() can admit waiting publishers, which calls back into schedule():
+    // the guard keeps that from starting writers beyond the limit.
+    if (scheduling) return
+    scheduling = true
+    try { scheduleNow() } finally { scheduling = false }
+  }
+
+  function scheduleNow () {
     while (busy < opts.writers && queue.rows > 0) {
       const oldest = queue.oldestAt()!
       const age = Date.now() - oldest
@@ -155,8 +164,8 @@ export function createBatchWriter<Row> (opts: BatchWriterOptions<Row>): BatchWri
         }
         return
       }
-      const entries = queue.take(opts.batchRows)
       busy++
+      const entries = queue.take(opts.batchRows)
       void writeBatch(entries).finally(() => {
         busy--
         schedule()

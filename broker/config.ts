@@ -25,8 +25,9 @@ export const ConfigSchema = Type.Object({
   MQTT_CONNECT_TIMEOUT_MS: Int({ default: 10_000, minimum: 100, maximum: 600_000, description: 'Time a new TCP connection has to send CONNECT.' }),
   TELEMETRY_MAX_BYTES: Int({ default: 256 * 1024, minimum: 64, maximum: 64 * 1024 * 1024, description: 'Largest telemetry payload accepted; larger ones are dead-lettered.' }),
   TELEMETRY_MAX_READINGS: Int({ default: 1000, minimum: 1, maximum: 100_000, description: 'Most readings (array elements) in one telemetry message.' }),
-  INGEST_QUEUE_ROWS: Int({ default: 20_000, minimum: 1, maximum: 10_000_000, description: 'Capacity of the ingest queue in readings; when full, publishers wait (backpressure).' }),
-  INGEST_BATCH_ROWS: Int({ default: 1000, minimum: 1, maximum: 100_000, description: 'A batch is written once it holds this many readings…' }),
+  INGEST_QUEUE_ROWS: Int({ default: 40_000, minimum: 1, maximum: 10_000_000, description: 'Capacity of the ingest queue in readings; when full, publishers wait (backpressure).' }),
+  INGEST_QUEUE_BYTES: Int({ default: 64 * 1024 * 1024, minimum: 1024, maximum: 16 * 1024 * 1024 * 1024, description: 'Capacity of the ingest queue in payload bytes (the other bound).' }),
+  INGEST_BATCH_ROWS: Int({ default: 4000, minimum: 1, maximum: 100_000, description: 'A batch is written once it holds this many readings…' }),
   INGEST_FLUSH_MS: Int({ default: 10, minimum: 0, maximum: 60_000, description: '…or once its oldest reading has waited this long.' }),
   INGEST_WRITERS: Int({ default: 3, minimum: 1, maximum: 64, description: 'Batches written concurrently, each on its own pool connection.' }),
   INGEST_RETRY_MAX_MS: Int({ default: 5000, minimum: 10, maximum: 600_000, description: 'Upper bound of the exponential backoff between retries of a failed batch.' }),
@@ -71,7 +72,9 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
   if (errors.length > 0) {
     const lines = errors.map((e) => {
       const key = e.path.replace(/^\//, '')
-      return `${key}: ${e.message} (got ${JSON.stringify((withDefaults as Record<string, unknown>)[key])})`
+      // A connection URL may carry a password: never echo it.
+      const got = key === 'DATABASE_URL' ? '[redacted]' : JSON.stringify((withDefaults as Record<string, unknown>)[key])
+      return `${key}: ${e.message} (got ${got})`
     })
     throw new ConfigError(`invalid configuration:\n  ${[...new Set(lines)].join('\n  ')}`)
   }

@@ -44,18 +44,21 @@ export async function migrate (pool: pg.Pool, log: Logger, dir = MIGRATIONS_DIR)
           await client.query('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name])
           await client.query('COMMIT')
         } catch (err) {
-          await client.query('ROLLBACK')
+          await client.query('ROLLBACK').catch(() => {})
           throw new Error(`migration ${m.name} failed: ${(err as Error).message}`)
         }
         applied.push(m.version)
         log.info({ migration: m.name }, 'migration applied')
       }
     } finally {
-      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY])
+      await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]).catch(() => {})
     }
-  } finally {
-    client.release()
+  } catch (err) {
+    // The session may still hold the lock or a transaction: do not reuse it.
+    client.release(true)
+    throw err
   }
+  client.release()
   return applied
 }
 

@@ -86,6 +86,8 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   const limits = { maxBytes: opts.telemetryMaxBytes, maxReadings: opts.telemetryMaxReadings }
   // Hot path: resolve labelled counters once, not per message.
   const telemetryPublishes = [0, 1, 2].map((qos) => metrics.publishes.labels('telemetry', String(qos)))
+  const ackLatency = metrics.pubackLatency
+  const connectionGone = new Error('connection closed while waiting for room in the ingest queue')
 
   const aedes = await Aedes.createBroker({
     id: opts.brokerId,
@@ -114,7 +116,10 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
 
     authorizePublish (client: FleetClient | null, packet: PublishPacket, done: (err?: Error | null) => void) {
       const topic = packet.topic
-      if (!client) return done(null) // broker-originated (wills are checked when stored)
+      // No client: a will replayed by aedes for a connection that is gone (or
+      // another broker's). Nothing without an authenticated device may write
+      // under devices/.
+      if (!client) return done(topic.startsWith('devices/') ? new Error('device topics need a connected device') : null)
       const deviceId = client.fgDeviceId
       if (deviceId === undefined) {
         metrics.publishes.inc({ topic_class: classifyTopic(topic), qos: packet.qos })
@@ -127,7 +132,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       else metrics.publishes.inc({ topic_class: cls, qos: packet.qos })
       metrics.bytesIn.inc(packet.payload.length)
       presence.seen(deviceId)
-      if (cls === 'telemetry') return ingest(deviceId, packet, done)
+      if (cls === 'telemetry') return ingest(client, deviceId, packet, done)
       // config/reported and command results are handled by the control plane (issue 3).
       done(null)
     },
@@ -189,7 +194,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     done(new Error('publish not authorized'))
   }
 
-  function ingest (deviceId: string, packet: PublishPacket, done: (err?: Error | null) => void) {
+  function ingest (client: FleetClient, deviceId: string, packet: PublishPacket, done: (err?: Error | null) => void) {
     const receivedAt = Date.now()
     const decoded = decodeTelemetry(packet.payload as Buffer, receivedAt, limits)
     let rows: IngestRow[]
@@ -209,28 +214,33 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
         kind: 'dead',
         deviceId,
         topic: packet.topic,
-        payload: payload.length > DEAD_LETTER_MAX_BYTES ? payload.subarray(0, DEAD_LETTER_MAX_BYTES) : payload,
+        // A copy, so an oversized packet's whole buffer is not kept alive by the slice.
+        payload: payload.length > DEAD_LETTER_MAX_BYTES ? Buffer.from(payload.subarray(0, DEAD_LETTER_MAX_BYTES)) : payload,
         reason: decoded.reason,
         detail: cleanText(decoded.detail),
         receivedAt
       }]
     }
     const qos0 = packet.qos === 0
+    let admitted = false
     const accepted = queue.push({
       rows,
+      bytes: packet.payload.length,
+      owner: client,
       enqueuedAt: 0,
       done (err) {
         if (err) {
           // Not stored: no PUBACK; the connection closes and the device
-          // retransmits (QoS 1) after reconnecting.
-          metrics.refused.inc({ reason: 'pipeline_aborted' })
-          if (!qos0) done(err)
+          // retransmits (QoS 1) after reconnecting. A QoS 0 message refused
+          // before admission must still release aedes' hook.
+          metrics.refused.inc({ reason: err === connectionGone ? 'connection_closed' : 'pipeline_aborted' })
+          if (!qos0 || !admitted) done(err)
           return
         }
-        metrics.pubackLatency.observe((Date.now() - receivedAt) / 1000)
+        ackLatency.observe((Date.now() - receivedAt) / 1000)
         if (!qos0) done(null)
       }
-    }, qos0 ? () => done(null) : undefined)
+    }, qos0 ? () => { admitted = true; done(null) } : undefined)
     if (!accepted) {
       metrics.refused.inc({ reason: 'draining' })
       done(new Error('server is shutting down'))
@@ -265,6 +275,9 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     metrics.disconnects.inc({ reason })
     metrics.connectedClients.set(aedes.connectedClients)
     if (client.fgDeviceId && !client.fgTakenOver) presence.disconnected(client.fgDeviceId)
+    // Its publishes still waiting for room will never be acknowledged: drop
+    // them now (the device retransmits), so waiters stay bounded by live connections.
+    queue.cancel(client, connectionGone)
     log.debug({ clientId: client.id, reason }, 'client disconnected')
   })
   aedes.on('keepaliveTimeout', (client: FleetClient) => { client.fgReason = 'keepalive_timeout' })
@@ -272,6 +285,9 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     client.fgReason ??= 'error'
     log.debug({ clientId: client.id, err: err.message }, 'client error')
   })
+  // aedes reports internal failures here (e.g. replaying wills); without a
+  // listener an 'error' event would crash the process.
+  ;(aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err }, 'aedes error'))
   aedes.on('connectionError', (client: FleetClient, err: Error) => {
     log.debug({ remote: client.fgRemote, err: err.message }, 'connection error before CONNECT')
   })

@@ -15,7 +15,7 @@ export interface Reading {
   json: string
 }
 
-export type RejectReason = 'payload_too_large' | 'invalid_json' | 'invalid_shape' | 'too_many_readings' | 'invalid_ts'
+export type RejectReason = 'payload_too_large' | 'invalid_json' | 'invalid_shape' | 'too_many_readings' | 'invalid_ts' | 'unsupported_value'
 
 export type DecodeResult =
   | { ok: true, readings: Reading[] }
@@ -51,6 +51,42 @@ export function readingHash (json: string): string {
   return hash('sha1', json, 'hex').slice(0, 16)
 }
 
+/**
+ * The source text of each element of a JSON array that JSON.parse accepted.
+ * Readings are stored as the device sent them: re-serialising a parsed value
+ * would change numbers JavaScript cannot hold exactly (integers past 2^53,
+ * 1e400) and could make two different readings look identical.
+ */
+export function splitJsonArray (text: string): string[] {
+  const out: string[] = []
+  let depth = 0
+  let inString = false
+  let start = -1
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (inString) {
+      if (c === 0x5c) i++ // backslash: skip the escaped character
+      else if (c === 0x22) inString = false
+      continue
+    }
+    if (c === 0x22) { inString = true; if (depth === 1 && start < 0) start = i; continue }
+    if (c === 0x5b || c === 0x7b) { // [ {
+      if (depth === 1 && start < 0) start = i
+      depth++
+      continue
+    }
+    if (c === 0x5d || c === 0x7d) { // ] }
+      depth--
+      if (depth === 0 && start >= 0) out.push(text.slice(start, i).trimEnd())
+      continue
+    }
+    if (depth === 1) {
+      if (c === 0x2c) { out.push(text.slice(start, i).trimEnd()); start = -1 } else if (start < 0 && c > 0x20) start = i
+    }
+  }
+  return out
+}
+
 function isPlainObject (v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v)
 }
@@ -77,6 +113,16 @@ function toReading (obj: Record<string, unknown>, json: string, receivedAt: numb
 }
 
 export function decodeTelemetry (payload: Buffer, receivedAt: number, limits: DecoderLimits): DecodeResult {
+  try {
+    return decode(payload, receivedAt, limits)
+  } catch (err) {
+    // Nothing a device sends may throw out of the publish hook (that would
+    // crash the process): whatever fails here is a dead letter.
+    return { ok: false, reason: 'invalid_json', detail: (err as Error).message.slice(0, 200) }
+  }
+}
+
+function decode (payload: Buffer, receivedAt: number, limits: DecoderLimits): DecodeResult {
   if (payload.length > limits.maxBytes) {
     return { ok: false, reason: 'payload_too_large', detail: `${payload.length} bytes, limit ${limits.maxBytes}` }
   }
@@ -88,6 +134,11 @@ export function decodeTelemetry (payload: Buffer, receivedAt: number, limits: De
     value = JSON.parse(text)
   } catch (err) {
     return { ok: false, reason: 'invalid_json', detail: (err as Error).message.slice(0, 200) }
+  }
+  // PostgreSQL's jsonb cannot hold U+0000: refuse it here rather than make a
+  // whole batch fail and be split to find it.
+  if (text.includes('\\u0000')) {
+    return { ok: false, reason: 'unsupported_value', detail: 'strings containing \\u0000 cannot be stored' }
   }
   if (isPlainObject(value)) {
     // The payload text itself is the reading: no re-serialisation on the hot path.
@@ -101,11 +152,14 @@ export function decodeTelemetry (payload: Buffer, receivedAt: number, limits: De
   if (value.length > limits.maxReadings) {
     return { ok: false, reason: 'too_many_readings', detail: `${value.length} readings, limit ${limits.maxReadings}` }
   }
+  for (let i = 0; i < value.length; i++) {
+    if (!isPlainObject(value[i])) return { ok: false, reason: 'invalid_shape', detail: `element ${i} is not an object` }
+  }
+  const texts = splitJsonArray(text)
+  if (texts.length !== value.length) throw new Error(`array split found ${texts.length} elements, expected ${value.length}`)
   const readings: Reading[] = new Array(value.length)
   for (let i = 0; i < value.length; i++) {
-    const item: unknown = value[i]
-    if (!isPlainObject(item)) return { ok: false, reason: 'invalid_shape', detail: `element ${i} is not an object` }
-    const r = toReading(item, JSON.stringify(item), receivedAt, i)
+    const r = toReading(value[i] as Record<string, unknown>, texts[i]!, receivedAt, i)
     if (typeof r === 'string') return { ok: false, reason: 'invalid_ts', detail: r }
     readings[i] = r
   }

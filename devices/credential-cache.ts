@@ -2,6 +2,8 @@
 // so a reconnect storm does not become one database query per CONNECT.
 // Concurrent look-ups of one id share a single query. Entries are dropped at
 // once when a device is disabled or its secret rotated (invalidate()).
+// Unknown ids are remembered for a shorter time (negativeTtlMs), so a flood
+// of CONNECTs with made-up ids does not become a flood of queries.
 import type { DeviceCredentials } from './device-store.js'
 
 export interface CredentialCache {
@@ -13,6 +15,8 @@ export interface CredentialCache {
 
 export interface CredentialCacheOptions {
   ttlMs: number
+  /** How long "no such device" is remembered; default min(ttlMs, 5 s). */
+  negativeTtlMs?: number
   max: number
   load (id: string): Promise<DeviceCredentials | undefined>
   onHit?: () => void
@@ -22,7 +26,8 @@ export interface CredentialCacheOptions {
 
 export function createCredentialCache (opts: CredentialCacheOptions): CredentialCache {
   const now = opts.now ?? Date.now
-  const entries = new Map<string, { value: DeviceCredentials, expires: number }>()
+  const negativeTtlMs = opts.negativeTtlMs ?? Math.min(opts.ttlMs, 5000)
+  const entries = new Map<string, { value: DeviceCredentials | undefined, expires: number }>()
   const inflight = new Map<string, Promise<DeviceCredentials | undefined>>()
   // Bumped by invalidate(): a load that started before an invalidation must
   // not put the stale value back into the cache.
@@ -42,9 +47,10 @@ export function createCredentialCache (opts: CredentialCacheOptions): Credential
       if (!pending) {
         const gen = generation.get(id) ?? 0
         pending = opts.load(id).then((value) => {
-          if (value && opts.ttlMs > 0 && opts.max > 0 && (generation.get(id) ?? 0) === gen) {
+          const ttl = value ? opts.ttlMs : negativeTtlMs
+          if (ttl > 0 && opts.max > 0 && (generation.get(id) ?? 0) === gen) {
             if (entries.size >= opts.max) entries.delete(entries.keys().next().value as string)
-            entries.set(id, { value, expires: now() + opts.ttlMs })
+            entries.set(id, { value, expires: now() + ttl })
           }
           return value
         }).finally(() => inflight.delete(id))

@@ -16,7 +16,7 @@ CREATE TABLE devices (
   connected_at    timestamptz,
   last_seen_at    timestamptz,
   broker_id       text
-);
+) WITH (fillfactor = 70); -- room for HOT updates: presence rewrites rows every PRESENCE_FLUSH_MS
 CREATE INDEX devices_labels_idx ON devices USING gin (labels jsonb_path_ops);
 CREATE INDEX devices_online_idx ON devices (online) WHERE online;
 
