@@ -74,7 +74,7 @@ test('connection errors are retried with backoff until they succeed; nothing is 
   }
   const retries: Error[] = []
   const w = createBatchWriter({ queue: q, sink, batchRows: 10, flushMs: 1, writers: 1, retryBaseMs: 1, retryMaxMs: 5, log, observer: { onRetry: (e) => retries.push(e) } })
-  let acked: Error | undefined | 'pending' = 'pending'
+  let acked = 'pending' as Error | undefined | 'pending'
   q.push(entry([1, 2, 3], (err) => { acked = err }))
   await waitFor(() => retries.length >= 3)
   t.true(w.degraded)

@@ -1,0 +1,43 @@
+// Connections to PostgreSQL die under the broker (here: the server kills
+// them, SQLSTATE 57P01) while devices publish: batches are retried, every
+// acknowledged reading is stored exactly once.
+import test from 'ava'
+import pg from 'pg'
+import { startTestBroker, connectDevice } from '../helpers/broker.js'
+import { waitFor } from '../helpers/wait.js'
+
+test('killed database connections are retried; every acknowledged reading is stored once', async (t) => {
+  const broker = await startTestBroker({ INGEST_RETRY_MAX_MS: 50 })
+  const admin = new pg.Client({ connectionString: broker.db.url })
+  await admin.connect()
+  const acked = new Set<string>()
+  let stop = false
+  const loops: Array<Promise<void>> = []
+  for (let d = 0; d < 3; d++) {
+    const creds = await broker.app.devices.create({ id: `fault-${d}` })
+    const client = await connectDevice(broker.url, creds.id, creds.secret)
+    loops.push((async () => {
+      for (let n = 0; !stop; n++) {
+        await client.publishAsync(`devices/${creds.id}/telemetry`, JSON.stringify({ ts: 1700000000000 + n, n }), { qos: 1 })
+        acked.add(`${creds.id}:${n}`)
+      }
+      await client.endAsync()
+    })())
+  }
+  const retries = async () => (await broker.app.metrics.registry.getSingleMetric('fleetgate_ingest_retries_total')!.get()).values[0]?.value ?? 0
+  for (let kill = 0; kill < 5; kill++) {
+    const before = acked.size
+    await waitFor(() => acked.size >= before + 100, { what: 'progress between kills' })
+    await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'fleetgate'")
+  }
+  await waitFor(async () => (await retries()) >= 1, { what: 'a retried batch' })
+  stop = true
+  await Promise.all(loops)
+  const { rows } = await admin.query<{ device_id: string, n: number }>("SELECT device_id, (payload->>'n')::int AS n FROM telemetry")
+  const stored = new Set(rows.map((r) => `${r.device_id}:${r.n}`))
+  t.is(stored.size, rows.length, 'no duplicates')
+  t.deepEqual([...acked].filter((k) => !stored.has(k)), [], 'every acknowledged reading is stored')
+  await admin.end()
+  await broker.close()
+  await broker.db.drop()
+})
