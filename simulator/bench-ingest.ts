@@ -62,17 +62,24 @@ function cpuSeconds (pid: number): Promise<number> {
   }, () => 0)
 }
 
-/** CPU seconds of every PostgreSQL process on the machine (the benchmark's own server). */
-async function postgresCpuSeconds (): Promise<number> {
+/** CPU seconds per PostgreSQL process on the machine (the benchmark's own server). */
+async function postgresCpuSeconds (): Promise<Map<string, number>> {
   const { readdir } = await import('node:fs/promises')
-  let total = 0
+  const out = new Map<string, number>()
   for (const pid of await readdir('/proc')) {
     if (!/^\d+$/.test(pid)) continue
     const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
     if (!stat.includes('(postgres)')) continue
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    total += (Number(f[11]) + Number(f[12])) / 100
+    out.set(pid, (Number(f[11]) + Number(f[12])) / 100)
   }
+  return out
+}
+
+/** CPU used between two snapshots; a process that is new counts from zero, one that ended is lost. */
+function cpuDelta (a: Map<string, number>, b: Map<string, number>): number {
+  let total = 0
+  for (const [pid, t] of b) total += t - (a.get(pid) ?? 0)
   return total
 }
 
@@ -180,7 +187,7 @@ async function runScenario (opts: {
     brokerRssMaxMb: Math.round(rssMax),
     brokerCpuPercent: Math.round((cpu1 - cpu0) / elapsed * 100),
     loadCpuPercent: Math.round((loadCpu1 - loadCpu0) / elapsed * 100),
-    dbCpuPercent: Math.round((db1 - db0) / elapsed * 100),
+    dbCpuPercent: Math.round(cpuDelta(db0, db1) / elapsed * 100),
     errors: reports.reduce((a, r) => a + r.errors, 0),
     queueRowsMax: opts.metricsUrl ? queueMax : undefined,
     meanBatchRows: batches > 0 ? Math.round(delta('fleetgate_ingest_batch_rows_sum') / batches) : undefined,
