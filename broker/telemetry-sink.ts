@@ -2,8 +2,9 @@
 // kind (readings, dead letters), each a prepared INSERT … SELECT FROM unnest(…)
 // of column arrays. unnest keeps the whole batch in one round trip and, unlike
 // COPY, allows ON CONFLICT DO NOTHING, which is how a retransmitted reading
-// with the same (device, ts, content) is stored once (measured in
-// simulator/bench-insert-paths.ts; figures in README).
+// with the same (device, ts, content) is stored once (measured by
+// `npm run bench:insert`, simulator/bench-insert-paths.ts; figures in README:
+// 0.96× the rate of COPY, which cannot deduplicate).
 import type pg from 'pg'
 import type { BatchSink } from './batch-writer.js'
 import type { Logger } from './logger.js'
