@@ -19,6 +19,15 @@ import { startMqttBroker, type MqttBroker } from './mqtt-broker.js'
 import { createHttpServer } from './http-server.js'
 import { createDeviceStore, type DeviceStore } from '../devices/device-store.js'
 import { createCredentialCache } from '../devices/credential-cache.js'
+import { createConfigStore } from '../devices/config-store.js'
+import { createCommandStore } from '../devices/command-store.js'
+import { createTokenStore } from '../devices/token-store.js'
+import { createOperatorAuth } from '../devices/operator-auth.js'
+import { createRolloutRunner } from '../devices/rollout-runner.js'
+import { createDeviceSessions } from '../devices/device-sessions.js'
+import { CHANNELS } from '../devices/dispatch.js'
+import { startChangeFeed } from './change-feed.js'
+import { createDeviceDispatch } from './device-dispatch.js'
 import type { FastifyInstance } from 'fastify'
 
 function withTimeout<T> (p: Promise<T>, ms: number): Promise<T | undefined> {
@@ -78,7 +87,21 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     await pool.query('UPDATE devices SET online = false WHERE online')
   } catch (err) { return await fail(err) }
 
-  const devices = createDeviceStore(pool, { onCredentialsChanged: (id) => credentials.invalidate(id) })
+  let changes
+  try {
+    changes = await startChangeFeed(databaseUrl, log.child({ component: 'change-feed' }))
+  } catch (err) { return await fail(err) }
+  const changeFeed = changes
+  cleanups.push(() => changeFeed.close())
+  // Credentials changed here drop from this cache at once; the NOTIFY drops
+  // them from every other replica's cache (and ours again, harmlessly).
+  const devices = createDeviceStore(pool, {
+    onCredentialsChanged: (id) => {
+      credentials.invalidate(id)
+      pool.query('SELECT pg_notify($1, $2)', [CHANNELS.credentials, id]).catch(() => {})
+    }
+  })
+  changeFeed.on(CHANNELS.credentials, (id) => credentials.invalidate(id))
   const credentials = createCredentialCache({
     ttlMs: config.AUTH_CACHE_TTL_MS,
     max: config.AUTH_CACHE_MAX,
@@ -125,6 +148,17 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     onFlush: (ok) => metrics.presenceFlushes.inc({ result: ok ? 'ok' : 'error' })
   })
 
+  const configs = createConfigStore(pool)
+  const commands = createCommandStore(pool)
+  // The broker implements dispatch, but aedes exists only once the broker is
+  // started; the sessions reach it through this late-bound reference.
+  let dispatch: ReturnType<typeof createDeviceDispatch> | undefined
+  const lateDispatch = {
+    deliver: (id: string, topic: string, payload: unknown) => dispatch ? dispatch.deliver(id, topic, payload) : Promise.resolve(false),
+    disconnect: (id: string) => dispatch ? dispatch.disconnect(id) : Promise.resolve()
+  }
+  const sessions = createDeviceSessions({ configs, commands, dispatch: lateDispatch })
+
   let mqtt: MqttBroker
   try {
     mqtt = await startMqttBroker({
@@ -138,15 +172,39 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       credentials,
       queue,
       presence,
+      sessions,
       metrics,
       log: log.child({ component: 'mqtt' })
     })
   } catch (err) { await presence.close().catch(() => {}); return await fail(err) }
+  dispatch = createDeviceDispatch(mqtt.aedes, (kind) => metrics.deliveries.inc({ kind }))
+  const rollouts = createRolloutRunner({ pool, dispatch: lateDispatch, log: log.child({ component: 'rollouts' }) })
+  // Commands past their TTL expire even if nobody asks (one UPDATE a second).
+  const expiry = setInterval(() => {
+    commands.expire().then((n) => { if (n > 0) metrics.commands.inc({ status: 'expired' }, n) }, () => {})
+  }, 1000)
+  expiry.unref()
+  if (!config.ADMIN_TOKEN) log.warn('ADMIN_TOKEN is not set: only API tokens created with `npm run -s token:create` can use the REST API')
 
   let draining = false
-  const http = createHttpServer({
+  const tokens = createTokenStore(pool)
+  const http = await createHttpServer({
     log: log.child({ component: 'http' }),
     metrics,
+    controlPlane: {
+      pool,
+      devices,
+      configs,
+      commands,
+      rollouts,
+      tokens,
+      auth: createOperatorAuth({ adminToken: config.ADMIN_TOKEN, tokens }),
+      dispatch: lateDispatch,
+      changes: changeFeed,
+      rateLimitPerMinute: config.API_RATE_LIMIT_PER_MINUTE,
+      maxWaitSeconds: config.COMMAND_MAX_WAIT_SECONDS,
+      onCommandStatus: (status) => metrics.commands.inc({ status })
+    },
     readiness: {
       async check () {
         if (draining) return 'draining'
@@ -192,11 +250,14 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
         writer.abort(new Error('shutdown deadline'))
       }
     })
+    clearInterval(expiry)
+    await step('stop rollouts', () => rollouts.close())
     // 3. Disconnect clients.
     await step('close broker', () => mqtt.close())
     // 4. Their offline state, then the HTTP server and the pool.
     await step('flush presence', () => withTimeout(presence.close(), 2000))
     await step('close http', () => http.close())
+    await step('close change feed', () => changeFeed.close())
     await step('end pool', () => pool.end())
     if (embedded) await step('stop embedded postgres', () => embedded!.stop())
   }

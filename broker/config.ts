@@ -36,6 +36,9 @@ export const ConfigSchema = Type.Object({
   AUTH_CACHE_TTL_MS: Int({ default: 30_000, minimum: 0, maximum: 3_600_000, description: 'How long a verified device credential is cached.' }),
   AUTH_CACHE_MAX: Int({ default: 200_000, minimum: 0, maximum: 10_000_000, description: 'Most cached credentials.' }),
   PRESENCE_FLUSH_MS: Int({ default: 1000, minimum: 10, maximum: 60_000, description: 'Presence changes (online, last seen) are written in one batch this often.' }),
+  ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16, description: 'The first operator token (all scopes). Unset: only API tokens created with `npm run -s token:create` work.' })),
+  API_RATE_LIMIT_PER_MINUTE: Int({ default: 6000, minimum: 1, maximum: 10_000_000, description: 'REST requests per minute per operator token (429 beyond).' }),
+  COMMAND_MAX_WAIT_SECONDS: Int({ default: 60, minimum: 0, maximum: 3600, description: 'Longest waitSeconds accepted on GET /v1/commands/{id}.' }),
   SHUTDOWN_TIMEOUT_MS: Int({ default: 30_000, minimum: 100, maximum: 600_000, description: 'Graceful shutdown budget; past it the process exits with code 1.' })
 })
 
@@ -73,7 +76,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
     const lines = errors.map((e) => {
       const key = e.path.replace(/^\//, '')
       // A connection URL may carry a password: never echo it.
-      const got = key === 'DATABASE_URL' ? '[redacted]' : JSON.stringify((withDefaults as Record<string, unknown>)[key])
+      const got = key === 'DATABASE_URL' || key === 'ADMIN_TOKEN' ? '[redacted]' : JSON.stringify((withDefaults as Record<string, unknown>)[key])
       return `${key}: ${e.message} (got ${got})`
     })
     throw new ConfigError(`invalid configuration:\n  ${[...new Set(lines)].join('\n  ')}`)

@@ -1,8 +1,14 @@
-// The HTTP side of the broker process: liveness, readiness and metrics now;
-// the control-plane REST API (devices/) registers its routes here too.
+// The HTTP side of the broker process: liveness, readiness, metrics, and the
+// control-plane REST API (devices/control-plane.ts) with its OpenAPI document.
+import { randomUUID } from 'node:crypto'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import fastifySwagger from '@fastify/swagger'
+import fastifySwaggerUi from '@fastify/swagger-ui'
 import type { Logger } from './logger.js'
 import type { Metrics } from './metrics.js'
+import { installProblemDetails } from '../devices/problem-details.js'
+import { Problem } from '../devices/schemas.js'
+import { controlPlane, type ControlPlaneDeps } from '../devices/control-plane.js'
 
 export interface Readiness {
   /** undefined when ready; otherwise the reason it is not. */
@@ -13,31 +19,59 @@ export interface HttpServerOptions {
   log: Logger
   metrics: Metrics
   readiness: Readiness
+  controlPlane?: ControlPlaneDeps
 }
 
-export function createHttpServer (opts: HttpServerOptions): FastifyInstance {
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/
+
+export async function createHttpServer (opts: HttpServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: opts.log as FastifyBaseLogger,
     // Probes and scrapes arrive every few seconds: not worth a log line each.
     logController: new LogController({ disableRequestLogging: (req) => req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics' }),
-    // Health probes and scrapes must not wait behind a slow client.
-    connectionTimeout: 30_000,
-    requestIdHeader: 'x-request-id'
+    // A caller's X-Request-Id is kept (if sane) so one id follows a request
+    // through logs, the command it creates and that command's result.
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
+    },
+    bodyLimit: 1024 * 1024,
+    connectionTimeout: 120_000
   })
+  app.addHook('onSend', async (req, reply) => { void reply.header('x-request-id', req.id) })
+  app.addHook('onResponse', async (req, reply) => {
+    opts.metrics.httpDuration.observe({ method: req.method, route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) }, reply.elapsedTime / 1000)
+  })
+  installProblemDetails(app)
+  app.addSchema(Problem)
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      info: { title: 'fleetgate control plane', version: '1' },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      security: [{ bearer: [] }]
+    },
+    refResolver: { buildLocalReference: (json, _base, _fragment, i) => (json.$id as string | undefined) ?? `def-${i}` }
+  })
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs' })
 
   // Alive while the event loop turns: a stalled loop cannot answer at all.
-  app.get('/healthz', async () => ({ status: 'ok' }))
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }))
 
-  app.get('/readyz', async (_req, reply) => {
+  app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
     const reason = await opts.readiness.check()
     if (reason) return reply.code(503).send({ status: 'not_ready', reason })
     return { status: 'ready' }
   })
 
-  app.get('/metrics', async (_req, reply) => {
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
     reply.header('content-type', opts.metrics.registry.contentType)
     return await opts.metrics.registry.metrics()
   })
 
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
+
+  if (opts.controlPlane) await app.register(controlPlane, opts.controlPlane)
+  await app.ready()
   return app
 }

@@ -57,6 +57,11 @@ export function createMetrics (opts: { collectDefault?: boolean } = {}) {
     refused: new client.Counter({ name: 'fleetgate_ingest_messages_refused_total', help: 'Telemetry messages refused without PUBACK (the device retransmits), by reason', labelNames: ['reason'] as const, registers: r }),
     backpressureSeconds: new client.Counter({ name: 'fleetgate_ingest_backpressure_seconds_total', help: 'Total time publishers were held because the queue was full', registers: r }),
     pubackLatency: new client.Histogram({ name: 'fleetgate_ingest_ack_latency_seconds', help: 'From telemetry PUBLISH received to its batch committed (PUBACK sent for QoS 1)', buckets: LATENCY_BUCKETS, registers: r }),
+    // control plane
+    deviceMessages: new client.Counter({ name: 'fleetgate_device_messages_total', help: 'Reported configs and command results from devices, by outcome (recorded, invalid, unknown, finished, error)', labelNames: ['kind', 'outcome'] as const, registers: r }),
+    deliveries: new client.Counter({ name: 'fleetgate_deliveries_total', help: 'Configs and commands handed to a connected device', labelNames: ['kind'] as const, registers: r }),
+    commands: new client.Counter({ name: 'fleetgate_commands_total', help: 'Command status transitions seen by this process', labelNames: ['status'] as const, registers: r }),
+    httpDuration: new client.Histogram({ name: 'fleetgate_http_request_duration_seconds', help: 'HTTP request duration by route and status', labelNames: ['method', 'route', 'status'] as const, buckets: LATENCY_BUCKETS, registers: r }),
     // presence
     presenceFlushes: new client.Counter({ name: 'fleetgate_presence_flushes_total', help: 'Presence batches written, by result', labelNames: ['result'] as const, registers: r })
   }

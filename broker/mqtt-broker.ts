@@ -22,6 +22,7 @@ import {
 import { isValidDeviceId } from '../devices/device-id.js'
 import { verifySecret, hashSecret } from '../devices/device-secret.js'
 import type { CredentialCache } from '../devices/credential-cache.js'
+import type { DeviceSessions } from '../devices/device-sessions.js'
 
 /** What fleetgate attaches to an aedes client. */
 interface FleetClient extends Client {
@@ -44,6 +45,8 @@ export interface MqttBrokerOptions {
   credentials: CredentialCache
   queue: IngestQueue<IngestRow>
   presence: PresenceTracker
+  /** The control plane's side of device sessions (config, commands). */
+  sessions?: DeviceSessions
   metrics: Metrics
   log: Logger
 }
@@ -133,8 +136,22 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       metrics.bytesIn.inc(packet.payload.length)
       presence.seen(deviceId)
       if (cls === 'telemetry') return ingest(client, deviceId, packet, done)
-      // config/reported and command results are handled by the control plane (issue 3).
-      done(null)
+      if (!opts.sessions) return done(null)
+      // config/reported and command results: recorded in PostgreSQL, and
+      // (QoS 1) acknowledged only once recorded, like telemetry.
+      const payload = packet.payload as Buffer
+      const work = cls === 'config_reported'
+        ? opts.sessions.configReported(deviceId, payload)
+        : opts.sessions.commandResult(deviceId, topic.split('/')[3]!, payload)
+      work.then((outcome) => {
+        metrics.deviceMessages.inc({ kind: cls, outcome })
+        if (outcome !== 'recorded') log.info({ deviceId, topic, outcome }, 'device message not recorded')
+        done(null)
+      }, (err: Error) => {
+        metrics.deviceMessages.inc({ kind: cls, outcome: 'error' })
+        log.warn({ deviceId, topic, err: { message: err.message } }, 'device message could not be recorded; no PUBACK')
+        done(err)
+      })
     },
 
     authorizeSubscribe (client: FleetClient, sub: Subscription, done) {
@@ -247,17 +264,18 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     }
   }
 
-  // Device telemetry is stored, never delivered: authorizeForward refuses it to
-  // every subscriber. Routing it through aedes (retained store, offline
-  // queues, mqemitter) would only cost CPU, so once a telemetry message has
-  // passed authorizePublish (and PUBACK is written) its publish step ends here.
+  // What devices publish (telemetry, reported config, command results) is
+  // stored, never delivered: authorizeForward refuses it to every subscriber.
+  // Routing it through aedes (retained store, offline queues, mqemitter)
+  // would only cost CPU, so once such a message has passed authorizePublish
+  // (and PUBACK is written) its publish step ends here.
   // (aedes' typings declare publish(packet, cb); at run time it is publish(packet, client?, cb).)
   type RuntimePublish = (packet: PublishPacket, client: FleetClient | null | ((err?: Error) => void), done?: (err?: Error) => void) => void
   const internal = aedes as unknown as { publish: RuntimePublish }
   const routePublish = internal.publish.bind(aedes)
   internal.publish = function publish (packet, client, done) {
     if (client && typeof client !== 'function' && client.fgDeviceId !== undefined &&
-        devicePublishClass(client.fgDeviceId, packet.topic) === 'telemetry') {
+        devicePublishClass(client.fgDeviceId, packet.topic) !== undefined) {
       done?.()
       return
     }
@@ -280,6 +298,17 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     queue.cancel(client, connectionGone)
     log.debug({ clientId: client.id, reason }, 'client disconnected')
   })
+  // A device that subscribes gets what is waiting for it from PostgreSQL: its
+  // desired config and its queued commands. A persistent session restores
+  // subscriptions without SUBSCRIBE, so clientReady is watched as well.
+  const deliverWaiting = (client: FleetClient, filters: string[]) => {
+    if (!opts.sessions || client.fgDeviceId === undefined || filters.length === 0) return
+    opts.sessions.subscribed(client.fgDeviceId, filters).catch((err: Error) => {
+      log.warn({ deviceId: client.fgDeviceId, err: { message: err.message } }, 'could not deliver config and commands on subscribe')
+    })
+  }
+  aedes.on('subscribe', (subs: Subscription[], client: FleetClient) => deliverWaiting(client, subs.map((s) => s.topic)))
+  aedes.on('clientReady', (client: FleetClient) => deliverWaiting(client, Object.keys((client as unknown as { subscriptions: object }).subscriptions)))
   aedes.on('keepaliveTimeout', (client: FleetClient) => { client.fgReason = 'keepalive_timeout' })
   aedes.on('clientError', (client: FleetClient, err: Error) => {
     client.fgReason ??= 'error'

@@ -17,8 +17,29 @@ export interface DeviceCredentials {
   disabled: boolean
 }
 
+export interface DeviceView {
+  id: string
+  name: string | null
+  labels: Record<string, string>
+  disabled: boolean
+  createdAt: Date
+  updatedAt: Date
+  online: boolean
+  connectedAt: Date | null
+  lastSeenAt: Date | null
+  config: { desiredVersion: number | null, reportedVersion: number | null, inSync: boolean }
+}
+
+export interface DeviceQuery { labels?: Record<string, string>, online?: boolean, limit: number, after?: string }
+
 export interface DeviceStore {
   create (device: NewDevice): Promise<CreatedDevice>
+  /** Creates many devices in chunks; yields each chunk's results (errors for ids that exist). */
+  createMany (devices: NewDevice[], chunk?: number): AsyncGenerator<Array<CreatedDevice | { id: string, error: string }>>
+  get (id: string): Promise<DeviceView | undefined>
+  list (q: DeviceQuery): Promise<DeviceView[]>
+  update (id: string, patch: { name?: string | null, labels?: Record<string, string>, disabled?: boolean }): Promise<DeviceView | undefined>
+  remove (id: string): Promise<boolean>
   credentials (id: string): Promise<DeviceCredentials | undefined>
   setDisabled (id: string, disabled: boolean): Promise<boolean>
   rotateSecret (id: string): Promise<CreatedDevice | undefined>
@@ -29,9 +50,73 @@ export interface DeviceStoreOptions {
   onCredentialsChanged? (id: string): void
 }
 
+interface ViewRow {
+  id: string, name: string | null, labels: Record<string, string>, disabled: boolean, created_at: Date, updated_at: Date,
+  online: boolean, connected_at: Date | null, last_seen_at: Date | null, desired_version: number | null, reported_version: number | null
+}
+
+const VIEW = `SELECT d.id, d.name, d.labels, d.disabled_at IS NOT NULL AS disabled, d.created_at, d.updated_at,
+                     d.online, d.connected_at, d.last_seen_at, c.desired_version, c.reported_version
+                FROM devices d LEFT JOIN device_configs c ON c.device_id = d.id`
+
+const toView = (r: ViewRow): DeviceView => ({
+  id: r.id, name: r.name, labels: r.labels, disabled: r.disabled, createdAt: r.created_at, updatedAt: r.updated_at,
+  online: r.online, connectedAt: r.connected_at, lastSeenAt: r.last_seen_at,
+  config: { desiredVersion: r.desired_version, reportedVersion: r.reported_version, inSync: r.desired_version === null || r.desired_version === r.reported_version }
+})
+
 export function createDeviceStore (pool: pg.Pool, opts: DeviceStoreOptions = {}): DeviceStore {
   const changed = (id: string) => opts.onCredentialsChanged?.(id)
   return {
+    async * createMany (devices, chunk = 2000) {
+      for (let i = 0; i < devices.length; i += chunk) {
+        const part = devices.slice(i, i + chunk).map((d) => ({ ...d, id: d.id ?? generateDeviceId(), secret: generateSecret() }))
+        const bad = part.filter((d) => !isValidDeviceId(d.id))
+        const good = part.filter((d) => isValidDeviceId(d.id))
+        const { rows } = await pool.query<{ id: string }>(
+          `INSERT INTO devices (id, secret_hash, name, labels)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) ON CONFLICT (id) DO NOTHING RETURNING id`,
+          [good.map((d) => d.id), good.map((d) => hashSecret(d.secret)), good.map((d) => d.name ?? null), good.map((d) => JSON.stringify(d.labels ?? {}))])
+        const inserted = new Set(rows.map((r) => r.id))
+        yield [
+          ...bad.map((d) => ({ id: d.id, error: 'invalid_device_id' })),
+          ...good.map((d) => inserted.has(d.id) ? { id: d.id, secret: d.secret } : { id: d.id, error: 'device_exists' })
+        ]
+      }
+    },
+
+    async get (id) {
+      const { rows } = await pool.query<ViewRow>(`${VIEW} WHERE d.id = $1`, [id])
+      return rows[0] ? toView(rows[0]) : undefined
+    },
+
+    async list (q) {
+      const { rows } = await pool.query<ViewRow>(
+        `${VIEW} WHERE ($1::jsonb IS NULL OR d.labels @> $1::jsonb) AND ($2::boolean IS NULL OR d.online = $2)
+                 AND ($3::text IS NULL OR d.id > $3) ORDER BY d.id LIMIT $4`,
+        [q.labels ? JSON.stringify(q.labels) : null, q.online ?? null, q.after ?? null, q.limit])
+      return rows.map(toView)
+    },
+
+    async update (id, patch) {
+      const { rowCount } = await pool.query(
+        `UPDATE devices SET
+           name = CASE WHEN $2 THEN $3 ELSE name END,
+           labels = coalesce($4::jsonb, labels),
+           disabled_at = CASE WHEN $5::boolean IS NULL THEN disabled_at WHEN $5 THEN coalesce(disabled_at, now()) ELSE NULL END,
+           updated_at = now()
+         WHERE id = $1`,
+        [id, 'name' in patch, patch.name ?? null, patch.labels ? JSON.stringify(patch.labels) : null, patch.disabled ?? null])
+      if (rowCount !== 1) return undefined
+      if (patch.disabled !== undefined) changed(id)
+      return await this.get(id)
+    },
+
+    async remove (id) {
+      const { rowCount } = await pool.query('DELETE FROM devices WHERE id = $1', [id])
+      changed(id)
+      return rowCount === 1
+    },
     async create (device) {
       const id = device.id ?? generateDeviceId()
       if (!isValidDeviceId(id)) throw new DomainError('invalid_device_id', `device id ${JSON.stringify(id)} is not a valid MQTT topic level (letters, digits, _ . : @ -, at most 128, starting with a letter or digit)`)

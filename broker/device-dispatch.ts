@@ -1,0 +1,31 @@
+// DeviceDispatch on this process's aedes: a message for a device is published
+// on its own topic (only that device may subscribe there, see topic-acl.ts).
+// Cluster mode (issue 6) routes the same calls across replicas.
+import type { Aedes, Client } from 'aedes'
+import type { DeviceDispatch } from '../devices/dispatch.js'
+import { coversCommands, coversConfig } from '../devices/device-sessions.js'
+
+type Clients = Record<string, Client & { subscriptions: Record<string, unknown> }>
+
+export function createDeviceDispatch (aedes: Aedes, onDelivered?: (kind: 'config' | 'command') => void): DeviceDispatch {
+  const clients = () => (aedes as unknown as { clients: Clients }).clients
+  return {
+    async deliver (deviceId, topic, payload) {
+      const client = clients()[deviceId]
+      if (!client || !client.connected) return false
+      const filters = Object.keys(client.subscriptions)
+      const isConfig = topic.endsWith('/config')
+      const subscribed = filters.some((f) => isConfig ? coversConfig(deviceId, f) : coversCommands(deviceId, f))
+      if (!subscribed) return false
+      await new Promise<void>((resolve, reject) => {
+        aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(payload)), qos: 1, retain: false, dup: false }, (err) => err ? reject(err) : resolve())
+      })
+      onDelivered?.(isConfig ? 'config' : 'command')
+      return true
+    },
+    async disconnect (deviceId) {
+      const client = clients()[deviceId]
+      if (client) await new Promise<void>((resolve) => client.close(() => resolve()))
+    }
+  }
+}

@@ -1,0 +1,65 @@
+// What happens between the control plane and a connected device (issue 3):
+// when it subscribes it gets its latest desired config and every unexpired
+// queued command from PostgreSQL (not from an in-memory retained store);
+// what it publishes on config/reported and commands/{id}/result is recorded.
+import type { ConfigStore } from './config-store.js'
+import type { CommandStore } from './command-store.js'
+import { toMessage } from './command-store.js'
+import type { DeviceDispatch } from './dispatch.js'
+
+export type DeviceMessageOutcome = 'recorded' | 'invalid' | 'unknown' | 'finished'
+
+export interface DeviceSessions {
+  /** The device (re)subscribed to these filters; deliver what is waiting for it. */
+  subscribed (deviceId: string, filters: string[]): Promise<void>
+  configReported (deviceId: string, payload: Buffer): Promise<DeviceMessageOutcome>
+  commandResult (deviceId: string, commandId: string, payload: Buffer): Promise<DeviceMessageOutcome>
+}
+
+export function coversConfig (deviceId: string, filter: string): boolean {
+  return filter === `devices/${deviceId}/config` || filter === `devices/${deviceId}/#`
+}
+export function coversCommands (deviceId: string, filter: string): boolean {
+  return filter === `devices/${deviceId}/commands/+` || filter === `devices/${deviceId}/#`
+}
+
+function parseObject (payload: Buffer): Record<string, unknown> | undefined {
+  try {
+    const v = JSON.parse(payload.toString('utf8')) as unknown
+    return typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : undefined
+  } catch { return undefined }
+}
+
+export function createDeviceSessions (deps: { configs: ConfigStore, commands: CommandStore, dispatch: DeviceDispatch }): DeviceSessions {
+  const { configs, commands, dispatch } = deps
+  return {
+    async subscribed (deviceId, filters) {
+      if (filters.some((f) => coversConfig(deviceId, f))) {
+        const msg = await configs.message(deviceId)
+        if (msg) await dispatch.deliver(deviceId, `devices/${deviceId}/config`, msg)
+      }
+      if (filters.some((f) => coversCommands(deviceId, f))) {
+        const pending = await commands.pending(deviceId)
+        const sent: string[] = []
+        for (const c of pending) {
+          if (await dispatch.deliver(deviceId, `devices/${deviceId}/commands/${c.id}`, toMessage(c))) sent.push(c.id)
+        }
+        await commands.markSent(sent)
+      }
+    },
+
+    async configReported (deviceId, payload) {
+      const body = parseObject(payload)
+      const version = body?.version
+      if (!body || typeof version !== 'number' || !Number.isInteger(version) || version < 0) return 'invalid'
+      return await configs.recordReported(deviceId, version, body.config) ? 'recorded' : 'unknown'
+    },
+
+    async commandResult (deviceId, commandId, payload) {
+      const body = parseObject(payload)
+      if (!body || (body.status !== 'succeeded' && body.status !== 'failed')) return 'invalid'
+      const outcome = await commands.complete(deviceId, commandId, body.status, body.result)
+      return outcome === 'completed' ? 'recorded' : outcome
+    }
+  }
+}

@@ -1,0 +1,145 @@
+// Fleet rollouts (issue 3): set the desired config of every device matching a
+// label selector and push it at a given rate. Targets are fixed when the
+// rollout is created; each step claims the next targets with FOR UPDATE SKIP
+// LOCKED, bumps their desired version in the same statement and then
+// delivers, so several replicas can run one rollout without pushing a device
+// twice, and a restarted process carries on where the rollout stood.
+import { randomUUID } from 'node:crypto'
+import type pg from 'pg'
+import type { Logger } from 'pino'
+import { ApiError, notFound } from './api-error.js'
+import type { DeviceDispatch } from './dispatch.js'
+
+export type RolloutStatus = 'running' | 'paused' | 'cancelled' | 'completed'
+
+export interface Rollout {
+  id: string
+  selector: Record<string, string>
+  config: unknown
+  ratePerSecond: number | null
+  status: RolloutStatus
+  createdAt: Date
+  updatedAt: Date
+  counts: { targeted: number, pushed: number, inSync: number, pending: number }
+}
+
+export interface RolloutRunner {
+  create (selector: Record<string, string>, config: unknown, ratePerSecond: number | null): Promise<Rollout>
+  get (id: string): Promise<Rollout | undefined>
+  setStatus (id: string, action: 'pause' | 'resume' | 'cancel'): Promise<Rollout>
+  close (): Promise<void>
+}
+
+const TICK_MS = 100
+const UNBOUNDED_STEP = 2000
+
+export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDispatch, log: Logger }): RolloutRunner {
+  const { pool, dispatch, log } = deps
+  let closed = false
+  let running: Promise<void> | undefined
+  const credit = new Map<string, number>()
+
+  async function step (r: { id: string, config: unknown, rate_per_second: number | null }): Promise<number> {
+    let budget = UNBOUNDED_STEP
+    if (r.rate_per_second !== null) {
+      const c = (credit.get(r.id) ?? 0) + r.rate_per_second * TICK_MS / 1000
+      budget = Math.floor(c)
+      credit.set(r.id, Math.min(c - budget, r.rate_per_second))
+      if (budget === 0) return 0
+    }
+    const { rows } = await pool.query<{ device_id: string, version: number }>(
+      `WITH t AS (
+         SELECT device_id FROM rollout_targets WHERE rollout_id = $1 AND pushed_at IS NULL
+          ORDER BY device_id LIMIT $2 FOR UPDATE SKIP LOCKED),
+       c AS (
+         INSERT INTO device_configs (device_id, desired_version, desired_config, desired_at)
+         SELECT device_id, 1, $3, now() FROM t
+         ON CONFLICT (device_id) DO UPDATE
+           SET desired_version = device_configs.desired_version + 1, desired_config = EXCLUDED.desired_config, desired_at = now()
+         RETURNING device_id, desired_version)
+       UPDATE rollout_targets AS rt SET version = c.desired_version, pushed_at = now()
+         FROM c WHERE rt.rollout_id = $1 AND rt.device_id = c.device_id
+       RETURNING rt.device_id, rt.version`,
+      [r.id, budget, JSON.stringify(r.config)])
+    await Promise.all(rows.map((t) => dispatch.deliver(t.device_id, `devices/${t.device_id}/config`, { version: t.version, config: r.config })))
+    return rows.length
+  }
+
+  async function tick (): Promise<void> {
+    const { rows } = await pool.query<{ id: string, config: unknown, rate_per_second: number | null, left: boolean }>(
+      `SELECT r.id, r.config, r.rate_per_second,
+              EXISTS (SELECT 1 FROM rollout_targets t WHERE t.rollout_id = r.id AND t.pushed_at IS NULL) AS left
+         FROM rollouts r WHERE r.status = 'running'`)
+    for (const r of rows) {
+      if (closed) return
+      if (!r.left) {
+        await pool.query(`UPDATE rollouts SET status = 'completed', updated_at = now() WHERE id = $1 AND status = 'running'`, [r.id])
+        credit.delete(r.id)
+        log.info({ rollout: r.id }, 'rollout pushed to every target')
+        continue
+      }
+      // Unbounded rate: keep stepping within this tick until done.
+      while (!closed && await step(r) === UNBOUNDED_STEP && r.rate_per_second === null) { /* next step */ }
+    }
+  }
+
+  const timer = setInterval(() => {
+    if (running || closed) return
+    running = tick().catch((err: unknown) => { log.warn({ err: { message: (err as Error).message } }, 'rollout step failed; retrying') })
+      .finally(() => { running = undefined })
+  }, TICK_MS)
+  timer.unref()
+
+  async function get (id: string): Promise<Rollout | undefined> {
+    if (!/^[0-9a-f-]{36}$/i.test(id)) return undefined
+    const { rows } = await pool.query<{ id: string, selector: Record<string, string>, config: unknown, rate_per_second: number | null, status: RolloutStatus, created_at: Date, updated_at: Date, targeted: string, pushed: string, in_sync: string }>(
+      `SELECT r.*,
+              (SELECT count(*) FROM rollout_targets t WHERE t.rollout_id = r.id) AS targeted,
+              (SELECT count(*) FROM rollout_targets t WHERE t.rollout_id = r.id AND t.pushed_at IS NOT NULL) AS pushed,
+              (SELECT count(*) FROM rollout_targets t JOIN device_configs c ON c.device_id = t.device_id
+                WHERE t.rollout_id = r.id AND t.version IS NOT NULL AND c.reported_version >= t.version) AS in_sync
+         FROM rollouts r WHERE r.id = $1`, [id])
+    const r = rows[0]
+    if (!r) return undefined
+    const targeted = Number(r.targeted); const inSync = Number(r.in_sync)
+    return {
+      id: r.id, selector: r.selector, config: r.config, ratePerSecond: r.rate_per_second, status: r.status,
+      createdAt: r.created_at, updatedAt: r.updated_at,
+      counts: { targeted, pushed: Number(r.pushed), inSync, pending: targeted - inSync }
+    }
+  }
+
+  return {
+    async create (selector, config, ratePerSecond) {
+      const id = randomUUID()
+      const client = await pool.connect()
+      try {
+        await client.query('BEGIN')
+        await client.query(`INSERT INTO rollouts (id, selector, config, rate_per_second, status) VALUES ($1, $2, $3, $4, 'running')`,
+          [id, JSON.stringify(selector), JSON.stringify(config), ratePerSecond])
+        await client.query(`INSERT INTO rollout_targets (rollout_id, device_id) SELECT $1, id FROM devices WHERE labels @> $2 AND disabled_at IS NULL`,
+          [id, JSON.stringify(selector)])
+        await client.query('COMMIT')
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {})
+        throw err
+      } finally { client.release() }
+      return (await get(id))!
+    },
+    get,
+    async setStatus (id, action) {
+      const from = { pause: ['running'], resume: ['paused'], cancel: ['running', 'paused'] }[action]
+      const to = { pause: 'paused', resume: 'running', cancel: 'cancelled' }[action]
+      const { rowCount } = await pool.query('UPDATE rollouts SET status = $2, updated_at = now() WHERE id = $1 AND status = ANY($3)', [id, to, from])
+      const r = await get(id)
+      if (!r) throw notFound(`rollout ${id}`)
+      if (rowCount !== 1) throw new ApiError(409, 'invalid_transition', `cannot ${action} a rollout that is ${r.status}`)
+      return r
+    },
+    async close () {
+      closed = true
+      clearInterval(timer)
+      await running
+    }
+  }
+}

@@ -1,0 +1,60 @@
+// Operator API tokens. A token is 'fgt_' + 256 random bits, shown once; the
+// database keeps its SHA-256 (fast is right for random tokens, as for device
+// secrets). Scopes: read ⊂ write ⊂ admin.
+import { createHash, randomBytes, randomUUID } from 'node:crypto'
+import type pg from 'pg'
+
+export type Scope = 'read' | 'write' | 'admin'
+export const SCOPES: Scope[] = ['read', 'write', 'admin']
+
+export interface TokenInfo { id: string, name: string, scopes: Scope[], createdAt: Date, revokedAt: Date | null, lastUsedAt: Date | null }
+
+export function hashToken (token: string): string {
+  return createHash('sha256').update(token).digest('hex')
+}
+
+export function hasScope (granted: Scope[], needed: Scope): boolean {
+  const rank = { read: 0, write: 1, admin: 2 }
+  return granted.some((g) => rank[g] >= rank[needed])
+}
+
+interface Row { id: string, name: string, scopes: Scope[], created_at: Date, revoked_at: Date | null, last_used_at: Date | null }
+const toInfo = (r: Row): TokenInfo => ({ id: r.id, name: r.name, scopes: r.scopes, createdAt: r.created_at, revokedAt: r.revoked_at, lastUsedAt: r.last_used_at })
+
+export interface TokenStore {
+  create (name: string, scopes: Scope[]): Promise<TokenInfo & { token: string }>
+  /** The live (not revoked) token with this value, or undefined. */
+  verify (token: string): Promise<TokenInfo | undefined>
+  revoke (id: string): Promise<boolean>
+  list (): Promise<TokenInfo[]>
+}
+
+export function createTokenStore (pool: pg.Pool): TokenStore {
+  return {
+    async create (name, scopes) {
+      const token = 'fgt_' + randomBytes(32).toString('base64url')
+      const id = 'tok_' + randomUUID().replace(/-/g, '').slice(0, 16)
+      const { rows } = await pool.query<Row>(
+        'INSERT INTO api_tokens (id, name, token_hash, scopes) VALUES ($1, $2, $3, $4) RETURNING *', [id, name, hashToken(token), scopes])
+      return { ...toInfo(rows[0]!), token }
+    },
+    async verify (token) {
+      // Looked up on every request, so a revoked token stops working at once
+      // on every replica. last_used_at is refreshed at most once a minute.
+      const { rows } = await pool.query<Row>('SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL', [hashToken(token)])
+      const row = rows[0]
+      if (!row) return undefined
+      if (!row.last_used_at || Date.now() - row.last_used_at.getTime() > 60_000) {
+        pool.query('UPDATE api_tokens SET last_used_at = now() WHERE id = $1', [row.id]).catch(() => {})
+      }
+      return toInfo(row)
+    },
+    async revoke (id) {
+      const { rowCount } = await pool.query('UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1', [id])
+      return rowCount === 1
+    },
+    async list () {
+      return (await pool.query<Row>('SELECT * FROM api_tokens ORDER BY created_at, id')).rows.map(toInfo)
+    }
+  }
+}
