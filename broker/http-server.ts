@@ -36,6 +36,8 @@ export async function createHttpServer (opts: HttpServerOptions): Promise<Fastif
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
     },
     bodyLimit: 1024 * 1024,
+    // Unknown fields are an error (a typo must not be silently ignored).
+    ajv: { customOptions: { removeAdditional: false } },
     connectionTimeout: 120_000
   })
   app.addHook('onSend', async (req, reply) => { void reply.header('x-request-id', req.id) })

@@ -4,6 +4,22 @@ import { createLogger } from '../../broker/logger.js'
 import { startApp, type App } from '../../broker/app.js'
 import { createTestDatabase, type TestDatabase } from './database.js'
 
+export const TEST_ADMIN_TOKEN = 'test-admin-token-0123456789'
+
+export interface ApiResponse { status: number, body: any, headers: Record<string, unknown> } // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** A REST call through fastify.inject (the full request pipeline, no socket). */
+export async function api (app: App, method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', url: string, body?: unknown, token: string | null = TEST_ADMIN_TOKEN, headers: Record<string, string> = {}): Promise<ApiResponse> {
+  const res = await app.http.inject({
+    method, url,
+    headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
+    ...(body !== undefined ? { payload: body as object } : {})
+  })
+  let parsed: unknown = res.body
+  try { parsed = JSON.parse(res.body) } catch {}
+  return { status: res.statusCode, body: parsed, headers: res.headers }
+}
+
 export interface TestBroker { app: App, db: TestDatabase, url: string, close (): Promise<void> }
 
 /** A real broker on OS-assigned ports against its own cloned database. */
@@ -16,6 +32,7 @@ export async function startTestBroker (overrides: Partial<Config> = {}, db?: Tes
     HTTP_HOST: '127.0.0.1',
     HTTP_PORT: 0,
     PRESENCE_FLUSH_MS: 50,
+    ADMIN_TOKEN: TEST_ADMIN_TOKEN,
     ...overrides
   })
   const log = createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', destination: process.stderr })
