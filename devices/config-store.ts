@@ -48,27 +48,22 @@ export function createConfigStore (pool: pg.Pool): ConfigStore {
     },
 
     async setDesired (deviceId, config, ifVersion) {
-      // One statement: insert version 1, or bump the version, optionally
-      // only from the version the caller saw (optimistic concurrency).
-      const { rows } = await pool.query<{ desired_version: number, device_exists: boolean }>(
-        `WITH d AS (SELECT id FROM devices WHERE id = $1),
-              up AS (
-                INSERT INTO device_configs (device_id, desired_version, desired_config, desired_at)
-                SELECT id, 1, $2, now() FROM d
-                WHERE $3::int IS NULL OR $3::int = 0
-                ON CONFLICT (device_id) DO UPDATE
-                  SET desired_version = device_configs.desired_version + 1, desired_config = EXCLUDED.desired_config, desired_at = now()
-                  WHERE $3::int IS NULL OR device_configs.desired_version = $3::int
-                RETURNING desired_version)
-         SELECT (SELECT desired_version FROM up) AS desired_version, EXISTS (SELECT 1 FROM d) AS device_exists`,
-        [deviceId, JSON.stringify(config), ifVersion ?? null])
-      const row = rows[0]!
-      if (!row.device_exists) throw notFound(`device ${deviceId}`)
-      if (row.desired_version === null) {
-        const current = await this.get(deviceId)
-        throw new ApiError(409, 'version_conflict', `desired config is at version ${current.desired?.version ?? 0}, not ${ifVersion}`)
-      }
-      return { version: row.desired_version, config }
+      const json = JSON.stringify(config)
+      // One statement per case, each atomic: unconditional upsert (bump the
+      // version), first version only (ifVersion 0), or compare-and-set.
+      const sql = ifVersion === undefined
+        ? `INSERT INTO device_configs (device_id, desired_version, desired_config) SELECT id, 1, $2 FROM devices WHERE id = $1
+           ON CONFLICT (device_id) DO UPDATE SET desired_version = device_configs.desired_version + 1, desired_config = EXCLUDED.desired_config, desired_at = now()
+           RETURNING desired_version`
+        : ifVersion === 0
+          ? `INSERT INTO device_configs (device_id, desired_version, desired_config) SELECT id, 1, $2 FROM devices WHERE id = $1
+             ON CONFLICT (device_id) DO NOTHING RETURNING desired_version`
+          : `UPDATE device_configs SET desired_version = desired_version + 1, desired_config = $2, desired_at = now()
+              WHERE device_id = $1 AND desired_version = $3 RETURNING desired_version`
+      const { rows } = await pool.query<{ desired_version: number }>(sql, ifVersion ? [deviceId, json, ifVersion] : [deviceId, json])
+      if (rows[0]) return { version: rows[0].desired_version, config }
+      const current = await this.get(deviceId) // 404 when the device does not exist
+      throw new ApiError(409, 'version_conflict', `desired config is at version ${current.desired?.version ?? 0}, not ${ifVersion}`)
     },
 
     async message (deviceId) {
