@@ -1,0 +1,106 @@
+import test from 'ava'
+import type { MqttClient } from 'mqtt'
+import { startTestBroker, connectDevice, api, type TestBroker } from '../helpers/broker.js'
+import { waitFor } from '../helpers/wait.js'
+
+let broker: TestBroker
+test.before(async () => { broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 100_000 }) })
+test.after.always(async () => { await broker?.close(); await broker?.db.drop() })
+
+async function device (id: string) {
+  const dev = (await api(broker.app, 'POST', '/v1/devices', { id })).body
+  return { ...dev, connect: () => connectDevice(broker.url, dev.id, dev.secret) }
+}
+
+function commandsOf (client: MqttClient, id: string): Array<{ topic: string, body: { id: string, name: string, params: unknown, expiresAt: string } }> {
+  const got: Array<{ topic: string, body: { id: string, name: string, params: unknown, expiresAt: string } }> = []
+  client.on('message', (topic, payload) => { if (topic.startsWith(`devices/${id}/commands/`)) got.push({ topic, body: JSON.parse(payload.toString()) }) })
+  return got
+}
+
+test('full lifecycle: queued → sent → succeeded, with times; waitSeconds returns as soon as the result arrives', async (t) => {
+  const d = await device('cmd-life')
+  const client = await d.connect()
+  const got = commandsOf(client, d.id)
+  await client.subscribeAsync(`devices/${d.id}/commands/+`, { qos: 1 })
+  const created = await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'reboot', params: { delay: 1 }, ttlSeconds: 60 }, undefined, { 'x-request-id': 'corr-123' })
+  t.is(created.status, 202)
+  t.is(created.body.status, 'sent')
+  t.is(created.body.correlationId, 'corr-123')
+  await waitFor(() => got.length === 1)
+  t.is(got[0]!.topic, `devices/${d.id}/commands/${created.body.id}`)
+  t.deepEqual(got[0]!.body, { id: created.body.id, name: 'reboot', params: { delay: 1 }, expiresAt: created.body.expiresAt })
+
+  const waiting = api(broker.app, 'GET', `/v1/commands/${created.body.id}?waitSeconds=30`)
+  const t0 = Date.now()
+  await client.publishAsync(`devices/${d.id}/commands/${created.body.id}/result`, JSON.stringify({ status: 'succeeded', result: { uptime: 0 } }), { qos: 1 })
+  const done = await waiting
+  t.true(Date.now() - t0 < 5000, 'returned with the result, not at the end of the wait')
+  t.is(done.body.status, 'succeeded')
+  t.deepEqual(done.body.result, { uptime: 0 })
+  t.truthy(done.body.sentAt)
+  t.truthy(done.body.completedAt)
+  const list = await api(broker.app, 'GET', `/v1/devices/${d.id}/commands`)
+  t.deepEqual(list.body.items.map((c: { id: string }) => c.id), [created.body.id])
+  await client.endAsync()
+})
+
+test('an offline device gets its queued commands when it subscribes; expired ones never', async (t) => {
+  const d = await device('cmd-offline')
+  const shortLived = await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'blink', ttlSeconds: 1 })
+  const longLived = await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'update', ttlSeconds: 600 })
+  t.is(shortLived.body.status, 'queued')
+  await waitFor(async () => (await api(broker.app, 'GET', `/v1/commands/${shortLived.body.id}`)).body.status === 'expired', { what: 'expiry', timeoutMs: 5000 })
+  const client = await d.connect()
+  const got = commandsOf(client, d.id)
+  await client.subscribeAsync(`devices/${d.id}/commands/+`, { qos: 1 })
+  await waitFor(() => got.length >= 1)
+  t.deepEqual(got.map((g) => g.body.name), ['update'])
+  await waitFor(async () => (await api(broker.app, 'GET', `/v1/commands/${longLived.body.id}`)).body.status === 'sent')
+  // A late result for the expired command is counted and ignored.
+  await client.publishAsync(`devices/${d.id}/commands/${shortLived.body.id}/result`, JSON.stringify({ status: 'succeeded' }), { qos: 1 })
+  t.is((await api(broker.app, 'GET', `/v1/commands/${shortLived.body.id}`)).body.status, 'expired')
+  await client.publishAsync(`devices/${d.id}/commands/00000000-0000-0000-0000-000000000000/result`, JSON.stringify({ status: 'failed' }), { qos: 1 })
+  const m = await broker.app.metrics.registry.getSingleMetric('fleetgate_device_messages_total')!.get()
+  t.true(m.values.some((v) => v.labels.kind === 'command_result' && v.labels.outcome === 'unknown'))
+  t.true(m.values.some((v) => v.labels.kind === 'command_result' && v.labels.outcome === 'finished'))
+  t.true(client.connected)
+  await client.endAsync()
+})
+
+test('a failed result is stored as failed', async (t) => {
+  const d = await device('cmd-fail')
+  const client = await d.connect()
+  await client.subscribeAsync(`devices/${d.id}/commands/+`, { qos: 1 })
+  const c = (await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'x' })).body
+  await client.publishAsync(`devices/${d.id}/commands/${c.id}/result`, JSON.stringify({ status: 'failed', result: { error: 'busy' } }), { qos: 1 })
+  const got = (await api(broker.app, 'GET', `/v1/commands/${c.id}`)).body
+  t.is(got.status, 'failed')
+  t.deepEqual(got.result, { error: 'busy' })
+  await client.endAsync()
+})
+
+test('Idempotency-Key: the same key returns the same command', async (t) => {
+  const d = await device('cmd-idem')
+  const a = await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'once' }, undefined, { 'idempotency-key': 'k-1' })
+  const b = await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'once' }, undefined, { 'idempotency-key': 'k-1' })
+  t.is(a.status, 202)
+  t.is(b.status, 200)
+  t.is(a.body.id, b.body.id)
+  const c = await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'once' }, undefined, { 'idempotency-key': 'k-2' })
+  t.not(c.body.id, a.body.id)
+  t.is((await api(broker.app, 'GET', `/v1/devices/${d.id}/commands`)).body.items.length, 2)
+})
+
+test('waitSeconds ends with the current state when nothing happens; errors are 400/404', async (t) => {
+  const d = await device('cmd-wait')
+  const c = (await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'slow' })).body
+  const t0 = Date.now()
+  const r = await api(broker.app, 'GET', `/v1/commands/${c.id}?waitSeconds=1`)
+  t.true(Date.now() - t0 >= 900)
+  t.is(r.body.status, 'queued')
+  t.is((await api(broker.app, 'GET', `/v1/commands/${c.id}?waitSeconds=100000`)).status, 400)
+  t.is((await api(broker.app, 'GET', '/v1/commands/not-a-uuid')).status, 404)
+  t.is((await api(broker.app, 'POST', '/v1/devices/nobody/commands', { name: 'x' })).status, 404)
+  t.is((await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'x', ttlSeconds: 0 })).status, 400)
+})
