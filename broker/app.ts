@@ -1,10 +1,15 @@
 // The composition root: every long-lived dependency (database, pool, metrics
-// registry, queue, writers, presence, aedes, HTTP server) is created here,
-// once, and passed to what needs it. close() is the one ordered, idempotent
-// shutdown path (DESIGN.md): readiness off and stop accepting → drain ingest
-// → close the broker (clients) → flush presence → end the pool → stop the
-// embedded database.
+// registry, queue, writers, presence, aedes, HTTP server, control plane) is
+// created here, once, and passed to what needs it.
+//
+// Start-up order: database → HTTP (so /healthz answers and /readyz says why
+// it is not ready yet) → migrations → MQTT listener → ready.
+// close() is the one ordered, idempotent shutdown path (DESIGN.md): readiness
+// off and stop accepting → drain ingest → close the broker (clients) → flush
+// presence → close HTTP → end the pool → stop the embedded database.
 import { randomUUID } from 'node:crypto'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import type { FastifyInstance } from 'fastify'
 import type { Config } from './config.js'
 import type { Logger } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
@@ -15,8 +20,11 @@ import { createIngestQueue, type IngestQueue } from './ingest-queue.js'
 import { createBatchWriter, type BatchWriter } from './batch-writer.js'
 import { createTelemetrySink, type IngestRow } from './telemetry-sink.js'
 import { createPresenceTracker, type PresenceTracker } from './presence-tracker.js'
+import { createTelemetryRetention, type TelemetryRetention } from './telemetry-retention.js'
 import { startMqttBroker, type MqttBroker } from './mqtt-broker.js'
 import { createHttpServer } from './http-server.js'
+import { startChangeFeed } from './change-feed.js'
+import { createDeviceDispatch } from './device-dispatch.js'
 import { createDeviceStore, type DeviceStore } from '../devices/device-store.js'
 import { createCredentialCache } from '../devices/credential-cache.js'
 import { createConfigStore } from '../devices/config-store.js'
@@ -25,10 +33,7 @@ import { createTokenStore } from '../devices/token-store.js'
 import { createOperatorAuth } from '../devices/operator-auth.js'
 import { createRolloutRunner } from '../devices/rollout-runner.js'
 import { createDeviceSessions } from '../devices/device-sessions.js'
-import { CHANNELS } from '../devices/dispatch.js'
-import { startChangeFeed } from './change-feed.js'
-import { createDeviceDispatch } from './device-dispatch.js'
-import type { FastifyInstance } from 'fastify'
+import { CHANNELS, type DeviceDispatch } from '../devices/dispatch.js'
 
 function withTimeout<T> (p: Promise<T>, ms: number): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined
@@ -45,6 +50,7 @@ export interface App {
   readonly queue: IngestQueue<IngestRow>
   readonly writer: BatchWriter
   readonly presence: PresenceTracker
+  readonly retention: TelemetryRetention
   readonly mqtt: MqttBroker
   readonly http: FastifyInstance
   readonly devices: DeviceStore
@@ -55,112 +61,166 @@ export interface App {
 export interface AppOptions {
   /** Collect Node.js default metrics (off in tests that start many apps in one process). */
   defaultMetrics?: boolean
+  /** Called when the HTTP server listens, before migrations and MQTT (tests watch readiness flip). */
+  onHttpListening? (port: number): void | Promise<void>
 }
 
 export async function startApp (config: Config, log: Logger, options: AppOptions = {}): Promise<App> {
   const brokerId = randomUUID()
   const metrics = createMetrics({ collectDefault: options.defaultMetrics })
-  const cleanups: Array<() => Promise<void>> = []
-  const fail = async (err: unknown) => {
+  // Undone in reverse if start-up fails half-way.
+  const cleanups: Array<() => Promise<unknown>> = []
+  const fail = async (err: unknown): Promise<never> => {
     for (const c of cleanups.reverse()) await c().catch(() => {})
     throw err
   }
+  const startedAt = Date.now()
+  let phase: 'starting' | 'migrating' | 'starting MQTT' | 'ready' | 'draining' = 'starting'
 
-  let embedded: EmbeddedPostgres | undefined
-  let databaseUrl = config.DATABASE_URL
   try {
+    // ---- database ----
+    let embedded: EmbeddedPostgres | undefined
+    let databaseUrl = config.DATABASE_URL
     if (!databaseUrl) {
       embedded = await startEmbeddedPostgres({ dataDir: config.DATA_DIR, log: log.child({ component: 'postgres' }) })
       cleanups.push(() => embedded!.stop())
       databaseUrl = embedded.url
     }
-  } catch (err) { return await fail(err) }
+    const pool = createPool({ url: databaseUrl, max: config.DB_POOL_MAX, statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS, log: log.child({ component: 'pool' }) })
+    cleanups.push(() => pool.end())
+    const changeFeed = await startChangeFeed(databaseUrl, log.child({ component: 'change-feed' }))
+    cleanups.push(() => changeFeed.close())
 
-  const pool = createPool({ url: databaseUrl, max: config.DB_POOL_MAX, statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS, log: log.child({ component: 'pool' }) })
-  cleanups.push(() => pool.end())
-  let schemaReady = false
-  try {
+    // ---- device domain ----
+    // Credentials changed here drop from this cache at once; the NOTIFY drops
+    // them from every other replica's cache (and ours again, harmlessly).
+    const devices = createDeviceStore(pool, {
+      onCredentialsChanged: (id) => {
+        credentials.invalidate(id)
+        pool.query('SELECT pg_notify($1, $2)', [CHANNELS.credentials, id]).catch(() => {})
+      }
+    })
+    const credentials = createCredentialCache({
+      ttlMs: config.AUTH_CACHE_TTL_MS,
+      max: config.AUTH_CACHE_MAX,
+      load: (id) => devices.credentials(id),
+      onHit: () => metrics.authCache.inc({ result: 'hit' }),
+      onMiss: () => metrics.authCache.inc({ result: 'miss' })
+    })
+    changeFeed.on(CHANNELS.credentials, (id) => credentials.invalidate(id))
+    const configs = createConfigStore(pool)
+    const commands = createCommandStore(pool)
+    const tokens = createTokenStore(pool)
+    // The broker implements dispatch, but aedes exists only once MQTT is
+    // started; the control plane reaches it through this late-bound reference.
+    let dispatch: DeviceDispatch | undefined
+    const lateDispatch: DeviceDispatch = {
+      deliver: (id, topic, payload) => dispatch ? dispatch.deliver(id, topic, payload) : Promise.resolve(false),
+      disconnect: (id) => dispatch ? dispatch.disconnect(id) : Promise.resolve()
+    }
+    const sessions = createDeviceSessions({ configs, commands, dispatch: lateDispatch })
+    const rollouts = createRolloutRunner({ pool, dispatch: lateDispatch, log: log.child({ component: 'rollouts' }) })
+    cleanups.push(() => rollouts.close())
+
+    // ---- ingestion ----
+    const queue = createIngestQueue<IngestRow>(config.INGEST_QUEUE_ROWS, config.INGEST_QUEUE_BYTES, {
+      onBackpressure: (ms) => metrics.backpressureSeconds.inc(ms / 1000)
+    })
+    metrics.queueCapacity.set(config.INGEST_QUEUE_ROWS)
+    metrics.observe({
+      queueRows: () => queue.rows,
+      queueWaiting: () => queue.waiting,
+      poolTotal: () => pool.totalCount,
+      poolIdle: () => pool.idleCount,
+      poolWaiting: () => pool.waitingCount
+    })
+    const ingestLog = log.child({ component: 'ingest' })
+    const writer = createBatchWriter<IngestRow>({
+      queue,
+      sink: createTelemetrySink(pool, ingestLog, { onDeadLetterLost: () => metrics.deadLettersLost.inc() }),
+      batchRows: config.INGEST_BATCH_ROWS,
+      flushMs: config.INGEST_FLUSH_MS,
+      writers: config.INGEST_WRITERS,
+      retryMaxMs: config.INGEST_RETRY_MAX_MS,
+      log: ingestLog,
+      observer: {
+        onBatch: (rows, seconds) => { metrics.batchRows.observe(rows); metrics.flushSeconds.observe(seconds) },
+        onRetry: () => metrics.retries.inc(),
+        onRowRejected: () => metrics.deadLetters.inc({ reason: 'db_rejected' }),
+        onQueueWait: (s) => metrics.queueWait.observe(s),
+        onCommitted: (rows) => metrics.rowsCommitted.inc(rows)
+      }
+    })
+
+    // ---- HTTP first: probes answer during start-up ----
+    // /healthz: the event loop has not been stalled longer than the limit
+    // (a stalled loop cannot answer at all; a long stall is reported after).
+    const loopDelay = monitorEventLoopDelay({ resolution: 50 })
+    loopDelay.enable()
+    let loopMaxMs = 0
+    const loopTimer = setInterval(() => { loopMaxMs = loopDelay.max / 1e6; loopDelay.reset() }, 10_000)
+    loopTimer.unref()
+    cleanups.push(async () => { clearInterval(loopTimer); loopDelay.disable() })
+
+    let mqtt: MqttBroker | undefined
+    const http = await createHttpServer({
+      log: log.child({ component: 'http' }),
+      metrics,
+      controlPlane: {
+        pool, devices, configs, commands, rollouts, tokens,
+        auth: createOperatorAuth({ adminToken: config.ADMIN_TOKEN, tokens }),
+        dispatch: lateDispatch,
+        changes: changeFeed,
+        rateLimitPerMinute: config.API_RATE_LIMIT_PER_MINUTE,
+        maxWaitSeconds: config.COMMAND_MAX_WAIT_SECONDS,
+        onCommandStatus: (status) => metrics.commands.inc({ status })
+      },
+      health: {
+        check: () => loopMaxMs > config.HEALTH_MAX_EVENT_LOOP_DELAY_MS ? `event loop stalled ${Math.round(loopMaxMs)} ms` : undefined
+      },
+      readiness: {
+        async check () {
+          if (phase === 'draining') return 'draining'
+          if (phase === 'starting' || phase === 'migrating') return 'migrations not applied yet'
+          if (!mqtt?.listening) return 'MQTT listener not accepting'
+          if (writer.degraded) return 'database writes failing'
+          try { await ping(pool) } catch { return 'database unreachable' }
+          return undefined
+        }
+      }
+    })
+    cleanups.push(() => http.close())
+    await http.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT })
+    const httpAddress = http.server.address()
+    const httpPort = typeof httpAddress === 'object' && httpAddress ? httpAddress.port : config.HTTP_PORT
+    await options.onHttpListening?.(httpPort)
+
+    // ---- schema ----
+    phase = 'migrating'
     await migrate(pool, log.child({ component: 'migrator' }))
-    schemaReady = true
     // Single process: nobody is connected before we listen. (Cluster mode,
     // issue 6, replaces this with per-replica heartbeats.)
     await pool.query('UPDATE devices SET online = false WHERE online')
-  } catch (err) { return await fail(err) }
+    const retention = createTelemetryRetention({
+      pool,
+      retentionDays: config.TELEMETRY_RETENTION_DAYS,
+      intervalMs: config.RETENTION_INTERVAL_MS,
+      log: log.child({ component: 'retention' }),
+      onRun: (r) => metrics.retentionRuns.inc({ result: r.ran ? 'ran' : 'skipped_locked' })
+    })
+    cleanups.push(() => retention.close())
+    await retention.run()
 
-  let changes
-  try {
-    changes = await startChangeFeed(databaseUrl, log.child({ component: 'change-feed' }))
-  } catch (err) { return await fail(err) }
-  const changeFeed = changes
-  cleanups.push(() => changeFeed.close())
-  // Credentials changed here drop from this cache at once; the NOTIFY drops
-  // them from every other replica's cache (and ours again, harmlessly).
-  const devices = createDeviceStore(pool, {
-    onCredentialsChanged: (id) => {
-      credentials.invalidate(id)
-      pool.query('SELECT pg_notify($1, $2)', [CHANNELS.credentials, id]).catch(() => {})
-    }
-  })
-  changeFeed.on(CHANNELS.credentials, (id) => credentials.invalidate(id))
-  const credentials = createCredentialCache({
-    ttlMs: config.AUTH_CACHE_TTL_MS,
-    max: config.AUTH_CACHE_MAX,
-    load: (id) => devices.credentials(id),
-    onHit: () => metrics.authCache.inc({ result: 'hit' }),
-    onMiss: () => metrics.authCache.inc({ result: 'miss' })
-  })
-
-  const queue = createIngestQueue<IngestRow>(config.INGEST_QUEUE_ROWS, config.INGEST_QUEUE_BYTES, {
-    onBackpressure: (ms) => metrics.backpressureSeconds.inc(ms / 1000)
-  })
-  metrics.queueCapacity.set(config.INGEST_QUEUE_ROWS)
-  metrics.observe({
-    queueRows: () => queue.rows,
-    queueWaiting: () => queue.waiting,
-    poolTotal: () => pool.totalCount,
-    poolIdle: () => pool.idleCount,
-    poolWaiting: () => pool.waitingCount
-  })
-
-  const ingestLog = log.child({ component: 'ingest' })
-  const writer = createBatchWriter<IngestRow>({
-    queue,
-    sink: createTelemetrySink(pool, ingestLog, { onDeadLetterLost: () => metrics.deadLettersLost.inc() }),
-    batchRows: config.INGEST_BATCH_ROWS,
-    flushMs: config.INGEST_FLUSH_MS,
-    writers: config.INGEST_WRITERS,
-    retryMaxMs: config.INGEST_RETRY_MAX_MS,
-    log: ingestLog,
-    observer: {
-      onBatch: (rows, seconds) => { metrics.batchRows.observe(rows); metrics.flushSeconds.observe(seconds) },
-      onRetry: () => metrics.retries.inc(),
-      onRowRejected: () => metrics.deadLetters.inc({ reason: 'db_rejected' }),
-      onQueueWait: (s) => metrics.queueWait.observe(s),
-      onCommitted: (rows) => metrics.rowsCommitted.inc(rows)
-    }
-  })
-
-  const presence = createPresenceTracker({
-    pool,
-    brokerId,
-    flushMs: config.PRESENCE_FLUSH_MS,
-    log: log.child({ component: 'presence' }),
-    onFlush: (ok) => metrics.presenceFlushes.inc({ result: ok ? 'ok' : 'error' })
-  })
-
-  const configs = createConfigStore(pool)
-  const commands = createCommandStore(pool)
-  // The broker implements dispatch, but aedes exists only once the broker is
-  // started; the sessions reach it through this late-bound reference.
-  let dispatch: ReturnType<typeof createDeviceDispatch> | undefined
-  const lateDispatch = {
-    deliver: (id: string, topic: string, payload: unknown) => dispatch ? dispatch.deliver(id, topic, payload) : Promise.resolve(false),
-    disconnect: (id: string) => dispatch ? dispatch.disconnect(id) : Promise.resolve()
-  }
-  const sessions = createDeviceSessions({ configs, commands, dispatch: lateDispatch })
-
-  let mqtt: MqttBroker
-  try {
+    // ---- MQTT ----
+    phase = 'starting MQTT'
+    const presence = createPresenceTracker({
+      pool,
+      brokerId,
+      flushMs: config.PRESENCE_FLUSH_MS,
+      log: log.child({ component: 'presence' }),
+      onFlush: (ok) => metrics.presenceFlushes.inc({ result: ok ? 'ok' : 'error' })
+    })
+    cleanups.push(() => presence.close())
     mqtt = await startMqttBroker({
       host: config.MQTT_HOST,
       port: config.MQTT_PORT,
@@ -169,6 +229,8 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       connectTimeoutMs: config.MQTT_CONNECT_TIMEOUT_MS,
       telemetryMaxBytes: config.TELEMETRY_MAX_BYTES,
       telemetryMaxReadings: config.TELEMETRY_MAX_READINGS,
+      telemetryRetentionDays: config.TELEMETRY_RETENTION_DAYS,
+      telemetryMaxFutureMs: config.TELEMETRY_MAX_FUTURE_MS,
       credentials,
       queue,
       presence,
@@ -176,108 +238,77 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       metrics,
       log: log.child({ component: 'mqtt' })
     })
-  } catch (err) { await presence.close().catch(() => {}); return await fail(err) }
-  dispatch = createDeviceDispatch(mqtt.aedes, (kind) => metrics.deliveries.inc({ kind }))
-  const rollouts = createRolloutRunner({ pool, dispatch: lateDispatch, log: log.child({ component: 'rollouts' }) })
-  // Commands past their TTL expire even if nobody asks (one UPDATE a second).
-  const expiry = setInterval(() => {
-    commands.expire().then((n) => { if (n > 0) metrics.commands.inc({ status: 'expired' }, n) }, () => {})
-  }, 1000)
-  expiry.unref()
-  if (!config.ADMIN_TOKEN) log.warn('ADMIN_TOKEN is not set: only API tokens created with `npm run -s token:create` can use the REST API')
+    const broker = mqtt
+    dispatch = createDeviceDispatch(broker.aedes, (kind) => metrics.deliveries.inc({ kind }))
+    rollouts.start()
+    // Commands past their TTL expire even if nobody asks (one UPDATE a second).
+    const expiry = setInterval(() => {
+      commands.expire().then((n) => { if (n > 0) metrics.commands.inc({ status: 'expired' }, n) }, () => {})
+    }, 1000)
+    expiry.unref()
+    if (!config.ADMIN_TOKEN) log.warn('ADMIN_TOKEN is not set: only API tokens created with `npm run -s token:create` can use the REST API')
+    phase = 'ready'
+    log.info({ ms: Date.now() - startedAt }, 'started')
 
-  let draining = false
-  const tokens = createTokenStore(pool)
-  const http = await createHttpServer({
-    log: log.child({ component: 'http' }),
-    metrics,
-    controlPlane: {
+    let closing: Promise<void> | undefined
+    async function close (): Promise<void> {
+      phase = 'draining'
+      const step = async (name: string, fn: () => Promise<unknown>) => {
+        const t0 = Date.now()
+        try { await fn() } catch (err) { log.error({ err, step: name }, 'shutdown step failed') }
+        log.info({ step: name, ms: Date.now() - t0 }, 'shutdown step done')
+      }
+      // 1. Readiness is already false; stop taking new MQTT connections.
+      await step('stop accepting', () => broker.stopAccepting())
+      // 2. Refuse new telemetry (those publishers get no PUBACK and retry
+      //    elsewhere), then commit everything admitted, so each acknowledged
+      //    — or about to be acknowledged — reading is stored while its
+      //    connection is still open for the PUBACK. If PostgreSQL is down the
+      //    drain cannot finish: after half the shutdown budget what is left is
+      //    abandoned; it was never acknowledged, so its devices retransmit.
+      queue.close(new Error('server is shutting down'))
+      await step('drain ingest', async () => {
+        const result = await withTimeout(writer.drain().then(() => 'drained' as const), config.SHUTDOWN_TIMEOUT_MS / 2)
+        if (result !== 'drained') {
+          log.error({ queuedRows: queue.rows, batchesInFlight: writer.busy }, 'ingest could not be drained in time; unacknowledged messages are abandoned (devices will retransmit)')
+          writer.abort(new Error('shutdown deadline'))
+        }
+      })
+      clearInterval(expiry)
+      await step('stop rollouts', () => rollouts.close())
+      await step('stop retention', () => retention.close())
+      // 3. Disconnect clients.
+      await step('close broker', () => broker.close())
+      // 4. Their offline state, then the HTTP server and the pool.
+      await step('flush presence', () => withTimeout(presence.close(), 2000))
+      await step('close http', () => http.close())
+      await step('close change feed', () => changeFeed.close())
+      await step('end pool', () => pool.end())
+      clearInterval(loopTimer)
+      loopDelay.disable()
+      if (embedded) await step('stop embedded postgres', () => embedded!.stop())
+    }
+
+    return {
+      brokerId,
+      mqttPort: broker.port,
+      httpPort,
+      databaseUrl,
       pool,
+      metrics,
+      queue,
+      writer,
+      presence,
+      retention,
+      mqtt: broker,
+      http,
       devices,
-      configs,
-      commands,
-      rollouts,
-      tokens,
-      auth: createOperatorAuth({ adminToken: config.ADMIN_TOKEN, tokens }),
-      dispatch: lateDispatch,
-      changes: changeFeed,
-      rateLimitPerMinute: config.API_RATE_LIMIT_PER_MINUTE,
-      maxWaitSeconds: config.COMMAND_MAX_WAIT_SECONDS,
-      onCommandStatus: (status) => metrics.commands.inc({ status })
-    },
-    readiness: {
-      async check () {
-        if (draining) return 'draining'
-        if (!schemaReady) return 'migrations not applied'
-        if (!mqtt.listening) return 'MQTT listener not accepting'
-        if (writer.degraded) return 'database writes failing'
-        try { await ping(pool) } catch { return 'database unreachable' }
-        return undefined
+      close () {
+        closing ??= close()
+        return closing
       }
     }
-  })
-  try {
-    await http.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT })
-  } catch (err) { await mqtt.close(); await presence.close().catch(() => {}); return await fail(err) }
-  const httpAddress = http.server.address()
-  const httpPort = typeof httpAddress === 'object' && httpAddress ? httpAddress.port : config.HTTP_PORT
-
-  let closing: Promise<void> | undefined
-  async function close (): Promise<void> {
-    draining = true
-    const step = async (name: string, fn: () => Promise<unknown>) => {
-      const t0 = Date.now()
-      try { await fn() } catch (err) { log.error({ err, step: name }, 'shutdown step failed') }
-      log.info({ step: name, ms: Date.now() - t0 }, 'shutdown step done')
-    }
-    // 1. Readiness is already false; stop taking new MQTT connections.
-    await step('stop accepting', () => mqtt.stopAccepting())
-    // 2. Refuse new telemetry (those publishers get no PUBACK and retry
-    //    elsewhere), then commit everything admitted, so each acknowledged
-    //    — or about to be acknowledged — reading is stored while its
-    //    connection is still open for the PUBACK.
-    queue.close(new Error('server is shutting down'))
-    // If PostgreSQL is down the drain cannot finish: after half the shutdown
-    // budget give up on what is left. Those messages were never acknowledged,
-    // so nothing acknowledged is lost; their devices retransmit.
-    await step('drain ingest', async () => {
-      let timer: NodeJS.Timeout | undefined
-      const deadline = new Promise<'timeout'>((resolve) => { timer = setTimeout(() => resolve('timeout'), config.SHUTDOWN_TIMEOUT_MS / 2) })
-      const result = await Promise.race([writer.drain().then(() => 'drained' as const), deadline])
-      clearTimeout(timer)
-      if (result === 'timeout') {
-        log.error({ queuedRows: queue.rows, batchesInFlight: writer.busy }, 'ingest could not be drained in time; unacknowledged messages are abandoned (devices will retransmit)')
-        writer.abort(new Error('shutdown deadline'))
-      }
-    })
-    clearInterval(expiry)
-    await step('stop rollouts', () => rollouts.close())
-    // 3. Disconnect clients.
-    await step('close broker', () => mqtt.close())
-    // 4. Their offline state, then the HTTP server and the pool.
-    await step('flush presence', () => withTimeout(presence.close(), 2000))
-    await step('close http', () => http.close())
-    await step('close change feed', () => changeFeed.close())
-    await step('end pool', () => pool.end())
-    if (embedded) await step('stop embedded postgres', () => embedded!.stop())
-  }
-
-  return {
-    brokerId,
-    mqttPort: mqtt.port,
-    httpPort,
-    databaseUrl,
-    pool,
-    metrics,
-    queue,
-    writer,
-    presence,
-    mqtt,
-    http,
-    devices,
-    close () {
-      closing ??= close()
-      return closing
-    }
+  } catch (err) {
+    return await fail(err)
   }
 }

@@ -19,6 +19,8 @@ export interface HttpServerOptions {
   log: Logger
   metrics: Metrics
   readiness: Readiness
+  /** undefined while healthy; otherwise why not (the event loop was stalled). */
+  health?: { check (): string | undefined }
   controlPlane?: ControlPlaneDeps
 }
 
@@ -58,7 +60,11 @@ export async function createHttpServer (opts: HttpServerOptions): Promise<Fastif
   await app.register(fastifySwaggerUi, { routePrefix: '/docs' })
 
   // Alive while the event loop turns: a stalled loop cannot answer at all.
-  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }))
+  app.get('/healthz', { schema: { hide: true } }, async (_req, reply) => {
+    const problem = opts.health?.check()
+    if (problem) return reply.code(503).send({ status: 'unhealthy', reason: problem })
+    return { status: 'ok' }
+  })
 
   app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
     const reason = await opts.readiness.check()

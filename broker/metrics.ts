@@ -62,6 +62,8 @@ export function createMetrics (opts: { collectDefault?: boolean } = {}) {
     deliveries: new client.Counter({ name: 'fleetgate_deliveries_total', help: 'Configs and commands handed to a connected device', labelNames: ['kind'] as const, registers: r }),
     commands: new client.Counter({ name: 'fleetgate_commands_total', help: 'Command status transitions seen by this process', labelNames: ['status'] as const, registers: r }),
     httpDuration: new client.Histogram({ name: 'fleetgate_http_request_duration_seconds', help: 'HTTP request duration by route and status', labelNames: ['method', 'route', 'status'] as const, buckets: LATENCY_BUCKETS, registers: r }),
+    retentionRuns: new client.Counter({ name: 'fleetgate_retention_runs_total', help: 'Telemetry retention rounds, by result (ran, skipped_locked: another replica held the lock)', labelNames: ['result'] as const, registers: r }),
+    configSyncLag: new client.Histogram({ name: 'fleetgate_config_sync_lag_seconds', help: 'From a desired config version being set to the device reporting it', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600], registers: r }),
     // presence
     presenceFlushes: new client.Counter({ name: 'fleetgate_presence_flushes_total', help: 'Presence batches written, by result', labelNames: ['result'] as const, registers: r })
   }

@@ -42,6 +42,8 @@ export interface MqttBrokerOptions {
   connectTimeoutMs: number
   telemetryMaxBytes: number
   telemetryMaxReadings: number
+  telemetryRetentionDays: number
+  telemetryMaxFutureMs: number
   credentials: CredentialCache
   queue: IngestQueue<IngestRow>
   presence: PresenceTracker
@@ -86,7 +88,17 @@ const DEAD_LETTER_MAX_BYTES = 64 * 1024
 
 export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBroker> {
   const { metrics, log, queue, presence } = opts
-  const limits = { maxBytes: opts.telemetryMaxBytes, maxReadings: opts.telemetryMaxReadings }
+  const DAY_MS = 86_400_000
+  // The accepted ts window moves with the clock; recomputed once a second.
+  const limits = { maxBytes: opts.telemetryMaxBytes, maxReadings: opts.telemetryMaxReadings, minTs: 0, maxTs: 0 }
+  const updateWindow = () => {
+    const now = Date.now()
+    limits.minTs = Math.floor(now / DAY_MS) * DAY_MS - opts.telemetryRetentionDays * DAY_MS
+    limits.maxTs = now + opts.telemetryMaxFutureMs
+  }
+  updateWindow()
+  const windowTimer = setInterval(updateWindow, 1000)
+  windowTimer.unref()
   // Hot path: resolve labelled counters once, not per message.
   const telemetryPublishes = [0, 1, 2].map((qos) => metrics.publishes.labels('telemetry', String(qos)))
   const ackLatency = metrics.pubackLatency
@@ -349,6 +361,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     close () {
       closeP ??= (async () => {
         await stopAccepting()
+        clearInterval(windowTimer)
         for (const c of Object.values(clientsOf(aedes))) c.fgReason ??= 'server_shutdown'
         await new Promise<void>((resolve) => aedes.close(() => resolve()))
         metrics.connectedClients.set(0)

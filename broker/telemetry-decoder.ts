@@ -15,7 +15,7 @@ export interface Reading {
   json: string
 }
 
-export type RejectReason = 'payload_too_large' | 'invalid_json' | 'invalid_shape' | 'too_many_readings' | 'invalid_ts' | 'unsupported_value'
+export type RejectReason = 'payload_too_large' | 'invalid_json' | 'invalid_shape' | 'too_many_readings' | 'invalid_ts' | 'ts_out_of_window' | 'unsupported_value'
 
 export type DecodeResult =
   | { ok: true, readings: Reading[] }
@@ -24,6 +24,9 @@ export type DecodeResult =
 export interface DecoderLimits {
   maxBytes: number
   maxReadings: number
+  /** Accepted window for `ts` in epoch ms (issue 5): older than retention or too far ahead is dead-lettered. */
+  minTs?: number
+  maxTs?: number
 }
 
 // ISO 8601 date-time with a zone (Z or ±hh:mm); Date.parse alone accepts
@@ -105,10 +108,15 @@ function uniqueIdentity (): string {
   return 'f' + processPrefix + uniqueSeq.toString(16).padStart(8, '0')
 }
 
-function toReading (obj: Record<string, unknown>, json: string, receivedAt: number, index: number): Reading | string {
+type Refusal = { reason: RejectReason, detail: string }
+
+function toReading (obj: Record<string, unknown>, json: string, receivedAt: number, index: number, limits: DecoderLimits): Reading | Refusal {
   if (obj.ts === undefined) return { ts: receivedAt, hasTs: false, hash: uniqueIdentity(), json }
   const ts = parseTs(obj.ts)
-  if (ts === undefined) return `reading ${index}: ts must be ISO 8601 with a time zone or epoch milliseconds between 1970 and 9999`
+  if (ts === undefined) return { reason: 'invalid_ts', detail: `reading ${index}: ts must be ISO 8601 with a time zone or epoch milliseconds between 1970 and 9999` }
+  if ((limits.minTs !== undefined && ts < limits.minTs) || (limits.maxTs !== undefined && ts > limits.maxTs)) {
+    return { reason: 'ts_out_of_window', detail: `reading ${index}: ts ${new Date(ts).toISOString()} is outside the accepted window ${new Date(limits.minTs ?? 0).toISOString()} – ${new Date(limits.maxTs ?? MAX_EPOCH_MS).toISOString()}` }
+  }
   return { ts, hasTs: true, hash: readingHash(json), json }
 }
 
@@ -142,8 +150,8 @@ function decode (payload: Buffer, receivedAt: number, limits: DecoderLimits): De
   }
   if (isPlainObject(value)) {
     // The payload text itself is the reading: no re-serialisation on the hot path.
-    const r = toReading(value, text, receivedAt, 0)
-    return typeof r === 'string' ? { ok: false, reason: 'invalid_ts', detail: r } : { ok: true, readings: [r] }
+    const r = toReading(value, text, receivedAt, 0, limits)
+    return 'reason' in r ? { ok: false, ...r } : { ok: true, readings: [r] }
   }
   if (!Array.isArray(value)) {
     return { ok: false, reason: 'invalid_shape', detail: 'payload must be a JSON object or an array of objects' }
@@ -159,8 +167,8 @@ function decode (payload: Buffer, receivedAt: number, limits: DecoderLimits): De
   if (texts.length !== value.length) throw new Error(`array split found ${texts.length} elements, expected ${value.length}`)
   const readings: Reading[] = new Array(value.length)
   for (let i = 0; i < value.length; i++) {
-    const r = toReading(value[i] as Record<string, unknown>, texts[i]!, receivedAt, i)
-    if (typeof r === 'string') return { ok: false, reason: 'invalid_ts', detail: r }
+    const r = toReading(value[i] as Record<string, unknown>, texts[i]!, receivedAt, i, limits)
+    if ('reason' in r) return { ok: false, ...r }
     readings[i] = r
   }
   return { ok: true, readings }

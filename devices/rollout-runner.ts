@@ -27,6 +27,8 @@ export interface RolloutRunner {
   create (selector: Record<string, string>, config: unknown, ratePerSecond: number | null): Promise<Rollout>
   get (id: string): Promise<Rollout | undefined>
   setStatus (id: string, action: 'pause' | 'resume' | 'cancel'): Promise<Rollout>
+  /** Starts pushing (once the schema exists and devices can be reached). */
+  start (): void
   close (): Promise<void>
 }
 
@@ -83,12 +85,7 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
     }
   }
 
-  const timer = setInterval(() => {
-    if (running || closed) return
-    running = tick().catch((err: unknown) => { log.warn({ err: { message: (err as Error).message } }, 'rollout step failed; retrying') })
-      .finally(() => { running = undefined })
-  }, TICK_MS)
-  timer.unref()
+  let timer: NodeJS.Timeout | undefined
 
   async function get (id: string): Promise<Rollout | undefined> {
     if (!/^[0-9a-f-]{36}$/i.test(id)) return undefined
@@ -135,6 +132,14 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
       if (!r) throw notFound(`rollout ${id}`)
       if (rowCount !== 1) throw new ApiError(409, 'invalid_transition', `cannot ${action} a rollout that is ${r.status}`)
       return r
+    },
+    start () {
+      timer ??= setInterval(() => {
+        if (running || closed) return
+        running = tick().catch((err: unknown) => { log.warn({ err: { message: (err as Error).message } }, 'rollout step failed; retrying') })
+          .finally(() => { running = undefined })
+      }, TICK_MS)
+      timer.unref()
     },
     async close () {
       closed = true

@@ -3,6 +3,7 @@
 // publishers' sockets and TCP pushes back; nothing is dropped, and once the
 // database is back every message is stored and acknowledged.
 import test from 'ava'
+import { T0 } from '../helpers/time.js'
 import { connect, type Socket } from 'node:net'
 import pg from 'pg'
 import mqttPacket from 'mqtt-packet'
@@ -43,7 +44,7 @@ async function rawPublisher (id: string, count: number): Promise<RawPublisher> {
   for (let i = 0; i < count; i++) {
     chunks.push(mqttPacket.generate({
       cmd: 'publish', topic: `devices/${id}/telemetry`, qos: 1, messageId: (i % 65000) + 1, dup: false, retain: false,
-      payload: Buffer.from(JSON.stringify({ ts: 1700000000000 + i, i, filler }))
+      payload: Buffer.from(JSON.stringify({ ts: T0 - i, i, filler }))
     }))
   }
   socket.write(Buffer.concat(chunks))

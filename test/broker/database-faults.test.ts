@@ -2,6 +2,7 @@
 // them, SQLSTATE 57P01) while devices publish: batches are retried, every
 // acknowledged reading is stored exactly once.
 import test from 'ava'
+import { T0 } from '../helpers/time.js'
 import pg from 'pg'
 import { startTestBroker, connectDevice } from '../helpers/broker.js'
 import { waitFor } from '../helpers/wait.js'
@@ -18,7 +19,7 @@ test('killed database connections are retried; every acknowledged reading is sto
     const client = await connectDevice(broker.url, creds.id, creds.secret)
     loops.push((async () => {
       for (let n = 0; !stop; n++) {
-        await client.publishAsync(`devices/${creds.id}/telemetry`, JSON.stringify({ ts: 1700000000000 + n, n }), { qos: 1 })
+        await client.publishAsync(`devices/${creds.id}/telemetry`, JSON.stringify({ ts: T0 - n, n }), { qos: 1 })
         acked.add(`${creds.id}:${n}`)
       }
       await client.endAsync()

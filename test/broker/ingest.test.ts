@@ -1,4 +1,5 @@
 import test from 'ava'
+import { T0, iso } from '../helpers/time.js'
 import pg from 'pg'
 import { startTestBroker, connectDevice, type TestBroker } from '../helpers/broker.js'
 import { waitFor } from '../helpers/wait.js'
@@ -32,37 +33,37 @@ async function counter (name: string, labels: Record<string, string> = {}): Prom
 
 test('a QoS 1 reading is stored with its device, ts and payload before the PUBACK', async (t) => {
   const d = await device('ingest-q1')
-  await d.client.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify({ ts: '2026-01-02T03:04:05.678Z', temp: 21.5 }), { qos: 1 })
+  await d.client.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify({ ts: iso(T0 + 678), temp: 21.5 }), { qos: 1 })
   // PUBACK received: the row must already be there, no waiting.
   const r = await rows(d.id)
   t.is(r.length, 1)
-  t.is(r[0].ts.toISOString(), '2026-01-02T03:04:05.678Z')
-  t.deepEqual(r[0].payload, { ts: '2026-01-02T03:04:05.678Z', temp: 21.5 })
+  t.is(r[0].ts.toISOString(), iso(T0 + 678))
+  t.deepEqual(r[0].payload, { ts: iso(T0 + 678), temp: 21.5 })
   await d.client.endAsync()
 })
 
 test('epoch-millisecond ts is accepted; a reading without ts gets the receive time', async (t) => {
   const d = await device('ingest-ts')
   const before = Date.now()
-  await d.client.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify([{ ts: 1767225600000, v: 1 }, { v: 2 }]), { qos: 1 })
+  await d.client.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify([{ ts: T0, v: 1 }, { v: 2 }]), { qos: 1 })
   const r = await rows(d.id)
   t.is(r.length, 2)
-  t.is(r[0].ts.getTime(), 1767225600000)
+  t.is(r[0].ts.getTime(), T0)
   t.true(r[1].ts.getTime() >= before - 1 && r[1].ts.getTime() <= Date.now())
   await d.client.endAsync()
 })
 
 test('a QoS 0 reading is stored', async (t) => {
   const d = await device('ingest-q0')
-  await d.client.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify({ ts: 1700000000000, rpm: 900 }), { qos: 0 })
+  await d.client.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify({ ts: T0, rpm: 900 }), { qos: 0 })
   const r = await waitFor(async () => { const x = await rows(d.id); return x.length === 1 ? x : undefined }, { what: "QoS 0 row" })
-  t.deepEqual(r[0].payload, { ts: 1700000000000, rpm: 900 })
+  t.deepEqual(r[0].payload, { ts: T0, rpm: 900 })
   await d.client.endAsync()
 })
 
 test('an array of readings gives one row each', async (t) => {
   const d = await device('ingest-array')
-  const readings = Array.from({ length: 25 }, (_, i) => ({ ts: 1700000000000 + i * 1000, i }))
+  const readings = Array.from({ length: 25 }, (_, i) => ({ ts: T0 + i * 1000, i }))
   await d.client.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify(readings), { qos: 1 })
   const r = await rows(d.id)
   t.is(r.length, 25)
@@ -71,11 +72,11 @@ test('an array of readings gives one row each', async (t) => {
 
 test('a retransmitted reading with the same ts is stored once; different readings sharing a ts are both kept', async (t) => {
   const d = await device('ingest-dup')
-  const msg = JSON.stringify({ ts: '2026-03-01T00:00:00Z', v: 1 })
+  const msg = JSON.stringify({ ts: iso(T0), v: 1 })
   await d.client.publishAsync(`devices/${d.id}/telemetry`, msg, { qos: 1 })
   // A retransmission after a lost PUBACK carries the same bytes (DUP flag set).
   await d.client.publishAsync(`devices/${d.id}/telemetry`, msg, { qos: 1, dup: true })
-  await d.client.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify({ ts: '2026-03-01T00:00:00Z', v: 2 }), { qos: 1 })
+  await d.client.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify({ ts: iso(T0), v: 2 }), { qos: 1 })
   const r = await rows(d.id)
   t.deepEqual(r.map((x) => x.payload.v), [1, 2])
 })
@@ -122,8 +123,8 @@ for (const [what, payload, reason] of invalid) {
 test('a reading PostgreSQL refuses is dead-lettered alone and the rest of the batch commits', async (t) => {
   const d = await device('ingest-badrow')
   // Valid JSON, but a number beyond PostgreSQL's numeric range: only the database refuses it.
-  const bad = '{"ts":1700000001000,"v":1e200000}'
-  const payload = `[{"ts":1700000000000,"v":1},${bad},{"ts":1700000002000,"v":3}]`
+  const bad = `{"ts":${T0 + 1000},"v":1e200000}`
+  const payload = `[{"ts":${T0},"v":1},${bad},{"ts":${T0 + 2000},"v":3}]`
   await d.client.publishAsync(`devices/${d.id}/telemetry`, payload, { qos: 1 })
   t.deepEqual((await rows(d.id)).map((x) => x.payload.v), [1, 3])
   const dl = await deadLetters(d.id)
@@ -140,7 +141,7 @@ test.serial('PUBACK is not sent before the commit', async (t) => {
     await locker.query('BEGIN')
     await locker.query('LOCK TABLE telemetry IN ACCESS EXCLUSIVE MODE')
     let acked = false
-    const publish = d.client.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify({ ts: 1700000000000, v: 'held' }), { qos: 1 })
+    const publish = d.client.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify({ ts: T0, v: 'held' }), { qos: 1 })
       .then(() => { acked = true })
     // The insert is issued and blocked on the lock…
     await waitFor(async () => {

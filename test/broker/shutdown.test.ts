@@ -1,4 +1,5 @@
 import test from 'ava'
+import { T0 } from '../helpers/time.js'
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import pg from 'pg'
@@ -24,7 +25,7 @@ test('shutdown under load commits every acknowledged reading', async (t) => {
       const closed = new Promise<void>((resolve) => client.once('close', () => resolve()))
       while (!stop && client.connected) {
         const n = seq++
-        const p = client.publishAsync(`devices/${creds.id}/telemetry`, JSON.stringify({ ts: 1700000000000 + n, n }), { qos: 1 })
+        const p = client.publishAsync(`devices/${creds.id}/telemetry`, JSON.stringify({ ts: T0 - n, n }), { qos: 1 })
           .then(() => { acked.add(`${creds.id}:${n}`) }, () => {})
           .finally(() => inflight.delete(p))
         inflight.add(p)
@@ -72,7 +73,7 @@ test('SIGTERM shuts the process down in order and exits 0', async (t) => {
   const { code, out } = await runMain({ DATABASE_URL: db.url }, 'SIGTERM')
   t.is(code, 0, out)
   const steps = [...out.matchAll(/"step":"([^"]+)"/g)].map((m) => m[1])
-  t.deepEqual(steps, ['stop accepting', 'drain ingest', 'stop rollouts', 'close broker', 'flush presence', 'close http', 'close change feed', 'end pool'])
+  t.deepEqual(steps, ['stop accepting', 'drain ingest', 'stop rollouts', 'stop retention', 'close broker', 'flush presence', 'close http', 'close change feed', 'end pool'])
   await db.drop()
 })
 
