@@ -242,8 +242,12 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     dispatch = createDeviceDispatch(broker.aedes, (kind) => metrics.deliveries.inc({ kind }))
     rollouts.start()
     // Commands past their TTL expire even if nobody asks (one UPDATE a second).
+    let expiring = false
     const expiry = setInterval(() => {
+      if (expiring) return
+      expiring = true
       commands.expire().then((n) => { if (n > 0) metrics.commands.inc({ status: 'expired' }, n) }, () => {})
+        .finally(() => { expiring = false })
     }, 1000)
     expiry.unref()
     if (!config.ADMIN_TOKEN) log.warn('ADMIN_TOKEN is not set: only API tokens created with `npm run -s token:create` can use the REST API')

@@ -155,9 +155,14 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       const work = cls === 'config_reported'
         ? opts.sessions.configReported(deviceId, payload)
         : opts.sessions.commandResult(deviceId, topic.split('/')[3]!, payload)
-      work.then((outcome) => {
-        metrics.deviceMessages.inc({ kind: cls, outcome })
-        if (outcome !== 'recorded') log.info({ deviceId, topic, outcome }, 'device message not recorded')
+      work.then((r) => {
+        metrics.deviceMessages.inc({ kind: cls, outcome: r.outcome })
+        if (r.outcome !== 'recorded') log.info({ deviceId, topic, outcome: r.outcome }, 'device message not recorded')
+        else if (cls === 'command_result') {
+          metrics.commands.inc({ status: r.status ?? 'completed' })
+          // The REST request that created the command, for following it end to end.
+          log.info({ deviceId, commandId: topic.split('/')[3], status: r.status, correlationId: r.correlationId }, 'command result recorded')
+        } else if (r.syncLagSeconds !== undefined) metrics.configSyncLag.observe(r.syncLagSeconds)
         done(null)
       }, (err: Error) => {
         metrics.deviceMessages.inc({ kind: cls, outcome: 'error' })
@@ -313,10 +318,25 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   // A device that subscribes gets what is waiting for it from PostgreSQL: its
   // desired config and its queued commands. A persistent session restores
   // subscriptions without SUBSCRIBE, so clientReady is watched as well.
+  // One delivery at a time per connection: SUBSCRIBEs arriving meanwhile
+  // are folded into one follow-up, so a client cannot flood the database.
+  const delivering = new WeakMap<FleetClient, Set<string> | null>()
   const deliverWaiting = (client: FleetClient, filters: string[]) => {
-    if (!opts.sessions || client.fgDeviceId === undefined || filters.length === 0) return
-    opts.sessions.subscribed(client.fgDeviceId, filters).catch((err: Error) => {
+    const sessions = opts.sessions
+    if (!sessions || client.fgDeviceId === undefined || filters.length === 0) return
+    if (delivering.has(client)) {
+      const next = delivering.get(client) ?? new Set<string>()
+      for (const f of filters) next.add(f)
+      delivering.set(client, next)
+      return
+    }
+    delivering.set(client, null)
+    sessions.subscribed(client.fgDeviceId, filters).catch((err: Error) => {
       log.warn({ deviceId: client.fgDeviceId, err: { message: err.message } }, 'could not deliver config and commands on subscribe')
+    }).finally(() => {
+      const next = delivering.get(client)
+      delivering.delete(client)
+      if (next && !client.closed) deliverWaiting(client, [...next])
     })
   }
   aedes.on('subscribe', (subs: Subscription[], client: FleetClient) => deliverWaiting(client, subs.map((s) => s.topic)))

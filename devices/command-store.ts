@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto'
 import type pg from 'pg'
 import { ApiError, notFound } from './api-error.js'
 import { CHANNELS } from './dispatch.js'
+import { isUuid } from './uuid.js'
 
 export type CommandStatus = 'queued' | 'sent' | 'succeeded' | 'failed' | 'expired'
 export const FINAL: ReadonlySet<CommandStatus> = new Set(['succeeded', 'failed', 'expired'])
@@ -50,10 +51,10 @@ export interface CommandStore {
   get (id: string): Promise<Command | undefined>
   list (deviceId: string, limit: number, after?: [string, string]): Promise<Command[]>
   /** Queued, unexpired commands of a device, oldest first (delivered when it subscribes). */
-  pending (deviceId: string): Promise<Command[]>
+  pending (deviceId: string, limit?: number): Promise<Command[]>
   markSent (ids: string[]): Promise<void>
   /** A device's result: completes a queued or sent, unexpired command of that device. */
-  complete (deviceId: string, id: string, status: 'succeeded' | 'failed', result: unknown): Promise<ResultOutcome>
+  complete (deviceId: string, id: string, status: 'succeeded' | 'failed', result: unknown): Promise<{ outcome: ResultOutcome, correlationId?: string | null }>
   /** Expires every open command past its TTL; returns how many. */
   expire (): Promise<number>
 }
@@ -96,7 +97,7 @@ export function createCommandStore (pool: pg.Pool): CommandStore {
     },
 
     async get (id) {
-      if (!/^[0-9a-f-]{36}$/i.test(id)) return undefined
+      if (!isUuid(id)) return undefined
       const { rows } = await pool.query<Row>('SELECT * FROM commands WHERE id = $1', [id])
       return rows[0] ? toCommand(rows[0]) : undefined
     },
@@ -108,9 +109,9 @@ export function createCommandStore (pool: pg.Pool): CommandStore {
       return rows.map(toCommand)
     },
 
-    async pending (deviceId) {
+    async pending (deviceId, limit = 1000) {
       const { rows } = await pool.query<Row>(
-        `SELECT * FROM commands WHERE device_id = $1 AND status IN ('queued', 'sent') AND expires_at > now() ORDER BY created_at, id`, [deviceId])
+        `SELECT * FROM commands WHERE device_id = $1 AND status IN ('queued', 'sent') AND expires_at > now() ORDER BY created_at, id LIMIT $2`, [deviceId, limit])
       return rows.map(toCommand)
     },
 
@@ -120,24 +121,26 @@ export function createCommandStore (pool: pg.Pool): CommandStore {
     },
 
     async complete (deviceId, id, status, result) {
-      if (!/^[0-9a-f-]{36}$/i.test(id)) return 'unknown'
-      const { rows } = await pool.query<{ id: string }>(
+      if (!isUuid(id)) return { outcome: 'unknown' }
+      const { rows } = await pool.query<{ id: string, correlation_id: string | null }>(
         `WITH done AS (
            UPDATE commands SET status = $3, result = $4, completed_at = now()
             WHERE id = $1 AND device_id = $2 AND status IN ('queued', 'sent') AND expires_at > now()
-            RETURNING id)
-         SELECT id, pg_notify('${CHANNELS.commandDone}', id::text) FROM done`,
+            RETURNING id, correlation_id)
+         SELECT id, correlation_id, pg_notify('${CHANNELS.commandDone}', id::text) FROM done`,
         [id, deviceId, status, result === undefined ? null : JSON.stringify(result)])
-      if (rows.length === 1) return 'completed'
+      if (rows.length === 1) return { outcome: 'completed', correlationId: rows[0]!.correlation_id }
       const { rows: existing } = await pool.query('SELECT 1 FROM commands WHERE id = $1 AND device_id = $2', [id, deviceId])
-      return existing.length === 1 ? 'finished' : 'unknown'
+      return { outcome: existing.length === 1 ? 'finished' : 'unknown' }
     },
 
     async expire () {
       const { rows } = await pool.query(
+        // In batches, so a large backlog never runs into the statement timeout.
         `WITH gone AS (
            UPDATE commands SET status = 'expired', completed_at = now()
-            WHERE status IN ('queued', 'sent') AND expires_at <= now()
+            WHERE id IN (SELECT id FROM commands WHERE status IN ('queued', 'sent') AND expires_at <= now() LIMIT 5000)
+              AND status IN ('queued', 'sent')
             RETURNING id)
          SELECT pg_notify('${CHANNELS.commandDone}', id::text) FROM gone`)
       return rows.length

@@ -34,8 +34,12 @@ export interface ConfigStore {
   setDesired (deviceId: string, config: unknown, ifVersion?: number): Promise<ConfigMessage>
   /** The latest desired config, for delivery; undefined when none was ever set. */
   message (deviceId: string): Promise<ConfigMessage | undefined>
-  /** Records what the device reported applying; false when the device is unknown. */
-  recordReported (deviceId: string, version: number, config?: unknown): Promise<boolean>
+  /**
+   * Records what the device reported applying. Returns undefined when the
+   * device has no desired config; else the seconds since the reported version
+   * became desired (null when it is not the current desired version).
+   */
+  recordReported (deviceId: string, version: number, config?: unknown): Promise<number | null | undefined>
 }
 
 export function createConfigStore (pool: pg.Pool): ConfigStore {
@@ -73,10 +77,13 @@ export function createConfigStore (pool: pg.Pool): ConfigStore {
     },
 
     async recordReported (deviceId, version, config) {
-      const { rowCount } = await pool.query(
-        `UPDATE device_configs SET reported_version = $2, reported_config = coalesce($3, reported_config), reported_at = now()
-          WHERE device_id = $1`, [deviceId, version, config === undefined ? null : JSON.stringify(config)])
-      return rowCount === 1
+      const { rows } = await pool.query<{ lag: number | null }>(
+        // A version beyond the desired one was never sent: not recorded.
+        `UPDATE device_configs SET reported_version = $2, reported_config = $3, reported_at = now()
+          WHERE device_id = $1 AND $2 <= desired_version
+          RETURNING CASE WHEN desired_version = $2 THEN extract(epoch FROM now() - desired_at)::float8 END AS lag`,
+        [deviceId, version, config === undefined ? null : JSON.stringify(config)])
+      return rows[0] ? rows[0].lag : undefined
     }
   }
 }

@@ -16,7 +16,7 @@ import type { RolloutRunner, Rollout as RolloutT } from './rollout-runner.js'
 import type { TokenStore, TokenInfo } from './token-store.js'
 import type { OperatorAuth } from './operator-auth.js'
 import { parseLabelSelector } from './label-selector.js'
-import { decodeCursor, encodeCursor } from './pagination.js'
+import { CURSOR, decodeCursor, encodeCursor } from './pagination.js'
 import * as S from './schemas.js'
 
 export interface ControlPlaneDeps {
@@ -72,19 +72,30 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
         const body = req.body as Static<typeof S.BulkBody>
         const list = 'devices' in body
           ? body.devices
-          : Array.from({ length: body.count }, (_, i) => ({ id: `${body.idPrefix}-${i + 1}`, labels: body.labels }))
-        reply.raw.writeHead(200, { 'content-type': 'application/x-ndjson', 'x-request-id': req.id })
-        for await (const chunk of devices.createMany(list)) {
-          const ok = reply.raw.write(chunk.map((r) => JSON.stringify(r)).join('\n') + '\n')
-          if (!ok) await new Promise((resolve) => reply.raw.once('drain', resolve))
+          : { count: body.count, make: (i: number) => ({ id: `${body.idPrefix}-${i + 1}`, labels: body.labels }) }
+        // The response is streamed by hand: each chunk's credentials as soon
+        // as it commits, waiting for the client to read (and stopping if it
+        // goes away, so an abandoned request does not go on creating devices).
+        reply.hijack()
+        const res = reply.raw
+        res.writeHead(200, { 'content-type': 'application/x-ndjson', 'x-request-id': req.id })
+        try {
+          for await (const chunk of devices.createMany(list)) {
+            if (res.destroyed) break
+            if (!res.write(chunk.map((r) => JSON.stringify(r)).join('\n') + '\n')) {
+              await new Promise<void>((resolve) => { res.once('drain', resolve); res.once('close', resolve) })
+            }
+          }
+        } catch (err) {
+          req.log.error({ err }, 'bulk creation failed part-way')
+          res.write(JSON.stringify({ error: 'internal_error', detail: 'creation stopped; the lines above were created', requestId: req.id }) + '\n')
         }
-        reply.raw.end()
-        return reply
+        res.end()
       })
 
     app.get('/devices', { ...read, schema: { tags: ['devices'], summary: 'List devices', querystring: Type.Object({ labels: Type.Optional(Type.String({ maxLength: 2000, description: 'site=berlin,tier=edge' })), online: Type.Optional(Type.Boolean()), limit: S.Limit, cursor: Type.Optional(S.Cursor) }), response: { 200: S.page(S.Device), ...S.errors(400) } } },
       async (req) => {
-        const after = decodeCursor(req.query.cursor, 1)?.[0] as string | undefined
+        const after = decodeCursor(req.query.cursor, [CURSOR.deviceId])?.[0]
         const items = await devices.list({ labels: req.query.labels !== undefined ? parseLabelSelector(req.query.labels) : undefined, online: req.query.online, limit: req.query.limit, after })
         return { items: items.map(deviceJson), nextCursor: items.length === req.query.limit ? encodeCursor([items.at(-1)!.id]) : null }
       })
@@ -103,9 +114,10 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
 
     app.delete('/devices/:id', { ...write, schema: { tags: ['devices'], summary: 'Delete a device (an online device is disconnected first)', params: S.IdParams, response: { 204: Type.Null(), ...S.errors(404) } } },
       async (req, reply) => {
-        if (!await devices.get(req.params.id)) throw notFound(`device ${req.params.id}`)
+        // Removed first (and its credentials invalidated), then disconnected:
+        // a reconnect in between can no longer authenticate.
+        if (!await devices.remove(req.params.id)) throw notFound(`device ${req.params.id}`)
         await dispatch.disconnect(req.params.id)
-        await devices.remove(req.params.id)
         return reply.code(204).send(null)
       })
 
@@ -165,7 +177,7 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
             set.add(done)
             req.raw.once('close', done)
             // It may have finished between the read and the registration.
-            void commands.get(id).then((c) => { if (c && FINAL.has(c.status)) done() })
+            void commands.get(id).then((c) => { if (c && FINAL.has(c.status)) done() }, () => {})
           })
           cmd = (await commands.get(id))!
         }
@@ -175,7 +187,7 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
     app.get('/devices/:id/commands', { ...read, schema: { tags: ['commands'], summary: "A device's commands, oldest first", params: S.IdParams, querystring: Type.Object({ limit: S.Limit, cursor: Type.Optional(S.Cursor) }), response: { 200: S.page(S.Command), ...S.errors(400, 404) } } },
       async (req) => {
         if (!await devices.get(req.params.id)) throw notFound(`device ${req.params.id}`)
-        const after = decodeCursor(req.query.cursor, 2) as [string, string] | undefined
+        const after = decodeCursor(req.query.cursor, [CURSOR.timestamp, CURSOR.uuid]) as [string, string] | undefined
         const items = await commands.list(req.params.id, req.query.limit, after)
         const last = items.at(-1)
         return { items: items.map(commandJson), nextCursor: last && items.length === req.query.limit ? encodeCursor([last.createdAt.toISOString(), last.id]) : null }
@@ -202,7 +214,7 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
         const { from, to, limit } = req.query
         if (from && to && Date.parse(from) > Date.parse(to)) throw new ApiError(400, 'invalid_range', '`from` is after `to`')
         if (!await devices.get(req.params.id)) throw notFound(`device ${req.params.id}`)
-        const after = decodeCursor(req.query.cursor, 2) as [string, string] | undefined
+        const after = decodeCursor(req.query.cursor, [CURSOR.timestamp, CURSOR.bigint]) as [string, string] | undefined
         const { rows } = await deps.pool.query<{ ts: Date, received_at: Date, payload: unknown, ts_text: string, h: string }>(
           `SELECT ts, received_at, payload, ts::text AS ts_text, reading_hash::text AS h FROM telemetry
             WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)

@@ -9,11 +9,20 @@ import type { DeviceDispatch } from './dispatch.js'
 
 export type DeviceMessageOutcome = 'recorded' | 'invalid' | 'unknown' | 'finished'
 
+export interface RecordResult {
+  outcome: DeviceMessageOutcome
+  /** For a command result: the request id of the REST call that created the command. */
+  correlationId?: string | null
+  /** For a config report: seconds since that desired version was set. */
+  syncLagSeconds?: number
+  status?: string
+}
+
 export interface DeviceSessions {
   /** The device (re)subscribed to these filters; deliver what is waiting for it. */
   subscribed (deviceId: string, filters: string[]): Promise<void>
-  configReported (deviceId: string, payload: Buffer): Promise<DeviceMessageOutcome>
-  commandResult (deviceId: string, commandId: string, payload: Buffer): Promise<DeviceMessageOutcome>
+  configReported (deviceId: string, payload: Buffer): Promise<RecordResult>
+  commandResult (deviceId: string, commandId: string, payload: Buffer): Promise<RecordResult>
 }
 
 export function coversConfig (deviceId: string, filter: string): boolean {
@@ -21,6 +30,12 @@ export function coversConfig (deviceId: string, filter: string): boolean {
 }
 export function coversCommands (deviceId: string, filter: string): boolean {
   return filter === `devices/${deviceId}/commands/+` || filter === `devices/${deviceId}/#`
+}
+
+/** PostgreSQL refused a value the device sent (SQLSTATE class 22): the message is invalid, not a failure to retry. */
+function refusedValue (err: unknown): 'invalid' {
+  if (typeof (err as { code?: unknown }).code === 'string' && (err as { code: string }).code.startsWith('22')) return 'invalid'
+  throw err
 }
 
 function parseObject (payload: Buffer): Record<string, unknown> | undefined {
@@ -51,15 +66,20 @@ export function createDeviceSessions (deps: { configs: ConfigStore, commands: Co
     async configReported (deviceId, payload) {
       const body = parseObject(payload)
       const version = body?.version
-      if (!body || typeof version !== 'number' || !Number.isInteger(version) || version < 0) return 'invalid'
-      return await configs.recordReported(deviceId, version, body.config) ? 'recorded' : 'unknown'
+      if (!body || typeof version !== 'number' || !Number.isInteger(version) || version < 0 || version > 2_147_483_647) return { outcome: 'invalid' }
+      const lag = await configs.recordReported(deviceId, version, body.config).catch(refusedValue)
+      if (lag === 'invalid') return { outcome: 'invalid' }
+      return lag === undefined ? { outcome: 'unknown' } : { outcome: 'recorded', syncLagSeconds: lag ?? undefined }
     },
 
     async commandResult (deviceId, commandId, payload) {
       const body = parseObject(payload)
-      if (!body || (body.status !== 'succeeded' && body.status !== 'failed')) return 'invalid'
-      const outcome = await commands.complete(deviceId, commandId, body.status, body.result)
-      return outcome === 'completed' ? 'recorded' : outcome
+      if (!body || (body.status !== 'succeeded' && body.status !== 'failed')) return { outcome: 'invalid' }
+      const done = await commands.complete(deviceId, commandId, body.status, body.result).catch(refusedValue)
+      if (done === 'invalid') return { outcome: 'invalid' }
+      return done.outcome === 'completed'
+        ? { outcome: 'recorded', correlationId: done.correlationId, status: body.status }
+        : { outcome: done.outcome }
     }
   }
 }

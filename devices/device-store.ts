@@ -35,7 +35,7 @@ export interface DeviceQuery { labels?: Record<string, string>, online?: boolean
 export interface DeviceStore {
   create (device: NewDevice): Promise<CreatedDevice>
   /** Creates many devices in chunks; yields each chunk's results (errors for ids that exist). */
-  createMany (devices: NewDevice[], chunk?: number): AsyncGenerator<Array<CreatedDevice | { id: string, error: string }>>
+  createMany (devices: NewDevice[] | { count: number, make (i: number): NewDevice }, chunk?: number): AsyncGenerator<Array<CreatedDevice | { id: string, error: string }>>
   get (id: string): Promise<DeviceView | undefined>
   list (q: DeviceQuery): Promise<DeviceView[]>
   update (id: string, patch: { name?: string | null, labels?: Record<string, string>, disabled?: boolean }): Promise<DeviceView | undefined>
@@ -69,10 +69,17 @@ export function createDeviceStore (pool: pg.Pool, opts: DeviceStoreOptions = {})
   const changed = (id: string) => opts.onCredentialsChanged?.(id)
   return {
     async * createMany (devices, chunk = 2000) {
-      for (let i = 0; i < devices.length; i += chunk) {
-        const part = devices.slice(i, i + chunk).map((d) => ({ ...d, id: d.id ?? generateDeviceId(), secret: generateSecret() }))
+      // Generated lists are made chunk by chunk, not all up front.
+      const count = Array.isArray(devices) ? devices.length : devices.count
+      const at = (i: number) => Array.isArray(devices) ? devices[i]! : devices.make(i)
+      const seen = new Set<string>()
+      for (let i = 0; i < count; i += chunk) {
+        const part = Array.from({ length: Math.min(chunk, count - i) }, (_, k) => at(i + k))
+          .map((d) => ({ ...d, id: d.id ?? generateDeviceId(), secret: generateSecret() }))
         const bad = part.filter((d) => !isValidDeviceId(d.id))
-        const good = part.filter((d) => isValidDeviceId(d.id))
+        // An id repeated within the request is created once; later copies are device_exists.
+        const repeated = part.filter((d) => isValidDeviceId(d.id) && (seen.has(d.id) || !seen.add(d.id)))
+        const good = part.filter((d) => isValidDeviceId(d.id) && !repeated.includes(d))
         const { rows } = await pool.query<{ id: string }>(
           `INSERT INTO devices (id, secret_hash, name, labels)
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[]) ON CONFLICT (id) DO NOTHING RETURNING id`,
@@ -80,6 +87,7 @@ export function createDeviceStore (pool: pg.Pool, opts: DeviceStoreOptions = {})
         const inserted = new Set(rows.map((r) => r.id))
         yield [
           ...bad.map((d) => ({ id: d.id, error: 'invalid_device_id' })),
+          ...repeated.map((d) => ({ id: d.id, error: 'device_exists' })),
           ...good.map((d) => inserted.has(d.id) ? { id: d.id, secret: d.secret } : { id: d.id, error: 'device_exists' })
         ]
       }

@@ -9,11 +9,22 @@ export function encodeCursor (key: unknown[]): string {
   return Buffer.from(JSON.stringify(key)).toString('base64url')
 }
 
-export function decodeCursor (cursor: string | undefined, arity: number): unknown[] | undefined {
+/**
+ * Decodes a cursor whose fields must each match a pattern (so nothing a
+ * client tampers with reaches PostgreSQL as a bad cast: 400, never 500).
+ */
+export function decodeCursor (cursor: string | undefined, fields: RegExp[]): string[] | undefined {
   if (cursor === undefined) return undefined
   try {
     const key = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown
-    if (Array.isArray(key) && key.length === arity && key.every((k) => typeof k === 'string' || typeof k === 'number')) return key
+    if (Array.isArray(key) && key.length === fields.length && key.every((k, i) => typeof k === 'string' && fields[i]!.test(k))) return key as string[]
   } catch {}
   throw new ApiError(400, 'invalid_cursor', 'cursor is not one this API returned')
+}
+
+export const CURSOR = {
+  deviceId: /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$/,
+  timestamp: /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}(:?\d{2})?)$/,
+  uuid: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i,
+  bigint: /^-?\d{1,19}$/
 }

@@ -15,6 +15,9 @@ export function installProblemDetails (app: FastifyInstance): void {
       status = err.statusCode; code = err.code; detail = err.message; headers = err.headers
     } else if (err instanceof DomainError) {
       status = DOMAIN_STATUS[err.code] ?? 400; code = err.code; detail = err.message
+    } else if (typeof (err as { code?: unknown }).code === 'string' && /^22[0-9A-Z]{3}$/.test((err as { code: string }).code)) {
+      // PostgreSQL refused a value the client sent (e.g. \u0000 in JSON, which jsonb cannot hold).
+      status = 400; code = 'invalid_request'; detail = 'a value in the request cannot be stored'
     } else if ((err as FastifyError).validation) {
       status = 400; code = 'invalid_request'; detail = err.message
     } else if ((err as FastifyError).statusCode === 429) {

@@ -9,6 +9,7 @@ import type pg from 'pg'
 import type { Logger } from 'pino'
 import { ApiError, notFound } from './api-error.js'
 import type { DeviceDispatch } from './dispatch.js'
+import { isUuid } from './uuid.js'
 
 export type RolloutStatus = 'running' | 'paused' | 'cancelled' | 'completed'
 
@@ -39,19 +40,28 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
   const { pool, dispatch, log } = deps
   let closed = false
   let running: Promise<void> | undefined
-  const credit = new Map<string, number>()
+  // Per rollout: devices it may push now, from the time elapsed (so a slow
+  // tick does not lower the rate), capped at one step. The rate applies per
+  // process running the rollout.
+  const credit = new Map<string, { value: number, at: number }>()
 
   async function step (r: { id: string, config: unknown, rate_per_second: number | null }): Promise<number> {
     let budget = UNBOUNDED_STEP
+    const now = Date.now()
     if (r.rate_per_second !== null) {
-      const c = (credit.get(r.id) ?? 0) + r.rate_per_second * TICK_MS / 1000
-      budget = Math.floor(c)
-      credit.set(r.id, Math.min(c - budget, r.rate_per_second))
+      const c = credit.get(r.id) ?? { value: 0, at: now }
+      c.value = Math.min(UNBOUNDED_STEP, c.value + r.rate_per_second * (now - c.at) / 1000)
+      c.at = now
+      credit.set(r.id, c)
+      budget = Math.floor(c.value)
       if (budget === 0) return 0
+      c.value -= budget
     }
     const { rows } = await pool.query<{ device_id: string, version: number }>(
       `WITH t AS (
          SELECT device_id FROM rollout_targets WHERE rollout_id = $1 AND pushed_at IS NULL
+            -- a pause or cancel takes effect at the next step
+            AND EXISTS (SELECT 1 FROM rollouts WHERE id = $1 AND status = 'running')
           ORDER BY device_id LIMIT $2 FOR UPDATE SKIP LOCKED),
        c AS (
          INSERT INTO device_configs (device_id, desired_version, desired_config, desired_at)
@@ -80,15 +90,16 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
         log.info({ rollout: r.id }, 'rollout pushed to every target')
         continue
       }
-      // Unbounded rate: keep stepping within this tick until done.
-      while (!closed && await step(r) === UNBOUNDED_STEP && r.rate_per_second === null) { /* next step */ }
+      // One step per rollout per tick: several rollouts progress together,
+      // and a pause or cancel is seen within a tick.
+      await step(r)
     }
   }
 
   let timer: NodeJS.Timeout | undefined
 
   async function get (id: string): Promise<Rollout | undefined> {
-    if (!/^[0-9a-f-]{36}$/i.test(id)) return undefined
+    if (!isUuid(id)) return undefined
     const { rows } = await pool.query<{ id: string, selector: Record<string, string>, config: unknown, rate_per_second: number | null, status: RolloutStatus, created_at: Date, updated_at: Date, targeted: string, pushed: string, in_sync: string }>(
       `SELECT r.*,
               (SELECT count(*) FROM rollout_targets t WHERE t.rollout_id = r.id) AS targeted,
@@ -128,6 +139,7 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
       const from = { pause: ['running'], resume: ['paused'], cancel: ['running', 'paused'] }[action]
       const to = { pause: 'paused', resume: 'running', cancel: 'cancelled' }[action]
       const { rowCount } = await pool.query('UPDATE rollouts SET status = $2, updated_at = now() WHERE id = $1 AND status = ANY($3)', [id, to, from])
+      if (rowCount === 1) credit.delete(id)
       const r = await get(id)
       if (!r) throw notFound(`rollout ${id}`)
       if (rowCount !== 1) throw new ApiError(409, 'invalid_transition', `cannot ${action} a rollout that is ${r.status}`)

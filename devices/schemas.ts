@@ -59,7 +59,7 @@ export const JsonObject = Type.Record(Type.String(), Type.Unknown())
 
 export const PutConfigBody = Type.Object({
   config: JsonObject,
-  ifVersion: Type.Optional(Type.Integer({ minimum: 0, description: 'apply only if the desired version is this (0: none yet); 409 otherwise' }))
+  ifVersion: Type.Optional(Type.Integer({ minimum: 0, maximum: 2_147_483_647, description: 'apply only if the desired version is this (0: none yet); 409 otherwise' }))
 }, { additionalProperties: false })
 
 export const ConfigState = Type.Object({

@@ -79,8 +79,13 @@ test('the reported version flips the sync state', async (t) => {
   t.true(state.body.inSync)
   t.is(state.body.reported.version, 1)
   t.true((await api(broker.app, 'GET', '/v1/devices/cfg-sync')).body.config.inSync)
-  // A malformed report is counted and ignored, the device keeps its connection.
+  // A malformed report, a version never sent, or a value PostgreSQL cannot
+  // hold: counted and ignored (acknowledged), the device keeps its connection.
   await client.publishAsync('devices/cfg-sync/config/reported', 'nonsense', { qos: 1 })
+  await client.publishAsync('devices/cfg-sync/config/reported', JSON.stringify({ version: 1e10 }), { qos: 1 })
+  await client.publishAsync('devices/cfg-sync/config/reported', JSON.stringify({ version: 1, config: { s: 'a\u0000' } }), { qos: 1 })
+  await client.publishAsync('devices/cfg-sync/config/reported', JSON.stringify({ version: 7 }), { qos: 1 })
+  t.is((await api(broker.app, 'GET', '/v1/devices/cfg-sync/config')).body.reported.version, 1)
   t.true(client.connected)
   const m = await broker.app.metrics.registry.getSingleMetric('fleetgate_device_messages_total')!.get()
   t.true(m.values.some((v) => v.labels.outcome === 'invalid' && v.value >= 1))

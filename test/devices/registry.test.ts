@@ -152,3 +152,27 @@ test('OpenAPI document and docs UI are served', async (t) => {
   const ui = await broker.app.http.inject({ method: 'GET', url: '/docs/' })
   t.is(ui.statusCode, 200)
 })
+
+test('hostile inputs get 4xx, never 500: tampered cursors, bad UUIDs, values jsonb refuses, duplicate bulk ids', async (t) => {
+  const forged = (key: unknown[]) => Buffer.from(JSON.stringify(key)).toString('base64url')
+  await api(broker.app, 'POST', '/v1/devices', { id: 'hostile-1' })
+  for (const url of [
+    `/v1/devices/hostile-1/commands?cursor=${forged(['x', 'y'])}`,
+    `/v1/devices/hostile-1/telemetry?cursor=${forged(['2026-01-01T00:00:00Z', '1e99'])}`,
+    `/v1/devices?cursor=${forged([42])}`
+  ]) {
+    const r = await api(broker.app, 'GET', url)
+    t.is(r.status, 400, url)
+    t.is(r.body.code, 'invalid_cursor', url)
+  }
+  for (const url of ['/v1/commands/' + 'a'.repeat(36), '/v1/commands/' + '-'.repeat(36), '/v1/rollouts/' + 'f'.repeat(36)]) {
+    t.is((await api(broker.app, 'GET', url)).status, 404, url)
+  }
+  const nul = await api(broker.app, 'PUT', '/v1/devices/hostile-1/config', { config: { s: 'a\u0000b' } })
+  t.is(nul.status, 400)
+  t.is((await api(broker.app, 'PUT', '/v1/devices/hostile-1/config', { config: {}, ifVersion: 3_000_000_000 })).status, 400)
+  const bulk = await broker.app.http.inject({ method: 'POST', url: '/v1/devices/bulk', headers: { authorization: 'Bearer test-admin-token-0123456789' }, payload: { devices: [{ id: 'twice' }, { id: 'twice' }] } })
+  const lines = bulk.body.trim().split('\n').map((l) => JSON.parse(l))
+  t.is(lines.filter((l) => l.secret).length, 1)
+  t.deepEqual(lines.find((l) => l.error), { id: 'twice', error: 'device_exists' })
+})

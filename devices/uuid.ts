@@ -1,0 +1,2 @@
+/** A canonical UUID (8-4-4-4-12 hex); anything else is looked up as not found, never cast by PostgreSQL. */
+export const isUuid = (s: string): boolean => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
