@@ -1,7 +1,8 @@
 import mqtt, { type MqttClient, type IClientOptions } from 'mqtt'
 import { loadConfig, type Config } from '../../broker/config.js'
 import { createLogger } from '../../broker/logger.js'
-import { startApp, type App } from '../../broker/app.js'
+import { startApp, type App, type AppOptions } from '../../broker/app.js'
+import type { Logger } from '../../broker/logger.js'
 import { createTestDatabase, type TestDatabase } from './database.js'
 
 export const TEST_ADMIN_TOKEN = 'test-admin-token-0123456789'
@@ -23,7 +24,7 @@ export async function api (app: App, method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 
 export interface TestBroker { app: App, db: TestDatabase, url: string, close (): Promise<void> }
 
 /** A real broker on OS-assigned ports against its own cloned database. */
-export async function startTestBroker (overrides: Partial<Config> = {}, db?: TestDatabase): Promise<TestBroker> {
+export async function startTestBroker (overrides: Partial<Config> = {}, db?: TestDatabase, options: AppOptions & { log?: Logger } = {}): Promise<TestBroker> {
   db ??= await createTestDatabase()
   const config = loadConfig({}, {
     DATABASE_URL: db.url,
@@ -35,8 +36,8 @@ export async function startTestBroker (overrides: Partial<Config> = {}, db?: Tes
     ADMIN_TOKEN: TEST_ADMIN_TOKEN,
     ...overrides
   })
-  const log = createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', destination: process.stderr })
-  const app = await startApp(config, log, { defaultMetrics: false })
+  const log = options.log ?? createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', destination: process.stderr })
+  const app = await startApp(config, log, { defaultMetrics: false, ...options })
   const database = db
   return {
     app,
