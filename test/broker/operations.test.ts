@@ -213,3 +213,19 @@ test('the control-plane telemetry query uses the primary key index', async (t) =
   await broker.close()
   await broker.db.drop()
 })
+
+test('the Grafana dashboard only queries metrics the broker exports', async (t) => {
+  const { readFile } = await import('node:fs/promises')
+  const dash = JSON.parse(await readFile('helm/fleetgate/dashboards/fleetgate.json', 'utf8')) as { panels: Array<{ title: string, targets: Array<{ expr: string }> }> }
+  const broker = await startTestBroker({}, undefined, { defaultMetrics: true })
+  const { families } = await scrape(broker.app)
+  const names = new Set(families.map((f) => f.name))
+  const used = dash.panels.flatMap((p) => p.targets.flatMap((x) => [...x.expr.matchAll(/fleetgate_[a-z0-9_]+/g)].map((m) => m[0])))
+  t.true(used.length > 10)
+  for (const m of used) t.true(names.has(m.replace(/_(bucket|count|sum)$/, '')), `${m} is exported`)
+  for (const title of ['Connected devices', 'Ingest rate (rows committed/s)', 'Ingest queue depth', 'Batch flush latency', 'Dead letters by reason', 'PUBACK latency (publish → commit)']) {
+    t.truthy(dash.panels.find((p) => p.title === title), title)
+  }
+  await broker.close()
+  await broker.db.drop()
+})
