@@ -1,0 +1,61 @@
+import test from 'ava'
+import { parseSimOptions } from '../../simulator/sim-options.js'
+import { simulate } from '../../simulator/simulate.js'
+import { startTestBroker, TEST_ADMIN_TOKEN, api } from '../helpers/broker.js'
+import { createTestDatabase } from '../helpers/database.js'
+
+const base = (b: { url: string, app: { httpPort: number } }, extra: string[] = []) => parseSimOptions([
+  '--broker', b.url, '--api', `http://127.0.0.1:${b.app.httpPort}`, '--token', TEST_ADMIN_TOKEN, '--quiet', ...extra
+])
+
+test('flag errors name the flag', (t) => {
+  const bad: Array<[string[], RegExp]> = [
+    [['--devices', 'ten', '--no-provision'], /--devices must be an integer/],
+    [['--broker', 'http://x', '--no-provision'], /--broker must be mqtt:\/\//],
+    [['--qos', '2', '--no-provision'], /--qos must be an integer from 0 to 1/],
+    [['--api', 'http://127.0.0.1:1'], /--api needs --token/],
+    [[], /give --api and --token to provision devices/],
+    [['--verify', '--no-provision'], /--verify reads telemetry back through the API/],
+    [['--interval', '10', '--rate', '5', '--no-provision'], /--interval or --rate, not both/],
+    [['--jitter', '2', '--no-provision'], /--jitter must be a number from 0 to 1/],
+    [['--bogus'], /Unknown option '--bogus'/]
+  ]
+  for (const [argv, re] of bad) t.throws(() => parseSimOptions(argv), { message: re }, argv.join(' '))
+  t.is(parseSimOptions(['--no-provision', '--rate', '4']).intervalMs, 250)
+})
+
+test('a small fleet connects, its telemetry lands, config and commands round-trip, and --verify finds nothing lost or duplicated', async (t) => {
+  const broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 1_000_000 })
+  const summary = await simulate(base(broker, ['--devices', '50', '--ramp', '200', '--interval', '200', '--duration', '4', '--probe-every', '1', '--verify', '--id-prefix', 'small', '--readings', '2']))
+  t.is(summary.connect.connected, 50)
+  t.true(summary.messages.acked > 200, `acked ${summary.messages.acked}`)
+  t.true(summary.configRoundTrip.count >= 2, 'config round trips measured')
+  t.true(summary.commandRoundTrip.count >= 2, 'command round trips measured')
+  t.deepEqual(summary.errors, {})
+  t.is(summary.verify!.checkedDevices, 50)
+  t.is(summary.verify!.acknowledged, summary.messages.acked * 2)
+  t.is(summary.verify!.lost, 0)
+  t.is(summary.verify!.duplicated, 0)
+  const dev = await api(broker.app, 'GET', '/v1/devices/small-1/telemetry?limit=1')
+  t.is(dev.body.items.length, 1)
+  await broker.close()
+  await broker.db.drop()
+})
+
+test('a broker restart mid-run is survived: devices reconnect and every acknowledged reading is stored once', async (t) => {
+  const db = await createTestDatabase()
+  let broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 1_000_000 }, db)
+  const { mqttPort, httpPort } = broker.app
+  const run = simulate(base(broker, ['--devices', '20', '--interval', '100', '--duration', '7', '--probe-every', '0', '--verify', '--id-prefix', 'restart']))
+  await new Promise((resolve) => setTimeout(resolve, 2500))
+  await broker.close()
+  broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 1_000_000, MQTT_PORT: mqttPort, HTTP_PORT: httpPort }, db)
+  const summary = await run
+  t.true((summary.errors.disconnected ?? 0) >= 20, 'every device lost its connection')
+  t.true(summary.connect.connected >= 40, 'and connected again')
+  t.true(summary.messages.acked > 300)
+  t.is(summary.verify!.lost, 0)
+  t.is(summary.verify!.duplicated, 0)
+  await broker.close()
+  await db.drop()
+})
