@@ -34,6 +34,7 @@ import { createOperatorAuth } from '../devices/operator-auth.js'
 import { createRolloutRunner } from '../devices/rollout-runner.js'
 import { createDeviceSessions } from '../devices/device-sessions.js'
 import { CHANNELS, type DeviceDispatch } from '../devices/dispatch.js'
+import { createBatchLoader } from '../devices/batch-loader.js'
 
 function withTimeout<T> (p: Promise<T>, ms: number): Promise<T | undefined> {
   let timer: NodeJS.Timeout | undefined
@@ -103,7 +104,8 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     const credentials = createCredentialCache({
       ttlMs: config.AUTH_CACHE_TTL_MS,
       max: config.AUTH_CACHE_MAX,
-      load: (id) => devices.credentials(id),
+      // Batched: CONNECTs arriving together share one query.
+      load: createBatchLoader((ids: string[]) => devices.credentialsMany(ids)),
       onHit: () => metrics.authCache.inc({ result: 'hit' }),
       onMiss: () => metrics.authCache.inc({ result: 'miss' })
     })
@@ -224,6 +226,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     mqtt = await startMqttBroker({
       host: config.MQTT_HOST,
       port: config.MQTT_PORT,
+      listenBacklog: config.MQTT_LISTEN_BACKLOG,
       brokerId,
       allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
       connectTimeoutMs: config.MQTT_CONNECT_TIMEOUT_MS,

@@ -21,6 +21,7 @@ export const ConfigSchema = Type.Object({
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
     default: 'info', description: 'pino log level.'
   }),
+  MQTT_LISTEN_BACKLOG: Int({ default: 4096, minimum: 1, maximum: 65535, description: 'TCP accept queue of the MQTT listener (capped by net.core.somaxconn); too small drops SYNs in reconnect storms.' }),
   MQTT_ALLOW_ANONYMOUS: Bool(false, 'Development only: clients without credentials may connect and use topics outside devices/.'),
   MQTT_CONNECT_TIMEOUT_MS: Int({ default: 10_000, minimum: 100, maximum: 600_000, description: 'Time a new TCP connection has to send CONNECT.' }),
   TELEMETRY_MAX_BYTES: Int({ default: 256 * 1024, minimum: 64, maximum: 64 * 1024 * 1024, description: 'Largest telemetry payload accepted; larger ones are dead-lettered.' }),

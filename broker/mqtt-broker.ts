@@ -37,6 +37,7 @@ interface FleetClient extends Client {
 export interface MqttBrokerOptions {
   host: string
   port: number
+  listenBacklog?: number
   brokerId: string
   allowAnonymous: boolean
   connectTimeoutMs: number
@@ -355,7 +356,10 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   aedes.on('ping', (_packet: unknown, client: FleetClient) => { if (client.fgDeviceId) presence.seen(client.fgDeviceId) })
 
   const server: Server = createServer(aedes.handle)
-  server.listen(opts.port, opts.host)
+  // A deep accept queue: with Node's default (511) a reconnect storm
+  // overflows it and the kernel drops SYNs, turning into seconds of
+  // retransmission delay per device.
+  server.listen({ port: opts.port, host: opts.host, backlog: opts.listenBacklog ?? 4096 })
   await once(server, 'listening')
   const address = server.address()
   const port = typeof address === 'object' && address ? address.port : opts.port

@@ -52,6 +52,8 @@ export interface CommandStore {
   list (deviceId: string, limit: number, after?: [string, string]): Promise<Command[]>
   /** Queued, unexpired commands of a device, oldest first (delivered when it subscribes). */
   pending (deviceId: string, limit?: number): Promise<Command[]>
+  /** Queued, unexpired commands of many devices (one query), at most `limit` each. */
+  pendingMany (deviceIds: string[], limit?: number): Promise<Map<string, Command[]>>
   markSent (ids: string[]): Promise<void>
   /** A device's result: completes a queued or sent, unexpired command of that device. */
   complete (deviceId: string, id: string, status: 'succeeded' | 'failed', result: unknown): Promise<{ outcome: ResultOutcome, correlationId?: string | null }>
@@ -113,6 +115,16 @@ export function createCommandStore (pool: pg.Pool): CommandStore {
       const { rows } = await pool.query<Row>(
         `SELECT * FROM commands WHERE device_id = $1 AND status IN ('queued', 'sent') AND expires_at > now() ORDER BY created_at, id LIMIT $2`, [deviceId, limit])
       return rows.map(toCommand)
+    },
+
+    async pendingMany (deviceIds, limit = 1000) {
+      const { rows } = await pool.query<Row>(
+        `SELECT c.* FROM unnest($1::text[]) AS d(id)
+           CROSS JOIN LATERAL (SELECT * FROM commands WHERE device_id = d.id AND status IN ('queued', 'sent') AND expires_at > now()
+                                ORDER BY created_at, id LIMIT $2) c`, [deviceIds, limit])
+      const out = new Map<string, Command[]>()
+      for (const r of rows) { const c = toCommand(r); const list = out.get(c.deviceId); if (list) list.push(c); else out.set(c.deviceId, [c]) }
+      return out
     },
 
     async markSent (ids) {

@@ -34,6 +34,8 @@ export interface ConfigStore {
   setDesired (deviceId: string, config: unknown, ifVersion?: number): Promise<ConfigMessage>
   /** The latest desired config, for delivery; undefined when none was ever set. */
   message (deviceId: string): Promise<ConfigMessage | undefined>
+  /** The same for many devices in one query. */
+  messages (deviceIds: string[]): Promise<Map<string, ConfigMessage>>
   /**
    * Records what the device reported applying. Returns undefined when the
    * device has no desired config; else the seconds since the reported version
@@ -74,6 +76,12 @@ export function createConfigStore (pool: pg.Pool): ConfigStore {
       const { rows } = await pool.query<{ desired_version: number, desired_config: unknown }>(
         'SELECT desired_version, desired_config FROM device_configs WHERE device_id = $1', [deviceId])
       return rows[0] ? { version: rows[0].desired_version, config: rows[0].desired_config } : undefined
+    },
+
+    async messages (deviceIds) {
+      const { rows } = await pool.query<{ device_id: string, desired_version: number, desired_config: unknown }>(
+        'SELECT device_id, desired_version, desired_config FROM device_configs WHERE device_id = ANY($1::text[])', [deviceIds])
+      return new Map(rows.map((r) => [r.device_id, { version: r.desired_version, config: r.desired_config }]))
     },
 
     async recordReported (deviceId, version, config) {

@@ -6,6 +6,7 @@ import type { ConfigStore } from './config-store.js'
 import type { CommandStore } from './command-store.js'
 import { toMessage } from './command-store.js'
 import type { DeviceDispatch } from './dispatch.js'
+import { createBatchLoader } from './batch-loader.js'
 
 export type DeviceMessageOutcome = 'recorded' | 'invalid' | 'unknown' | 'finished'
 
@@ -47,14 +48,17 @@ function parseObject (payload: Buffer): Record<string, unknown> | undefined {
 
 export function createDeviceSessions (deps: { configs: ConfigStore, commands: CommandStore, dispatch: DeviceDispatch }): DeviceSessions {
   const { configs, commands, dispatch } = deps
+  // Subscriptions arrive in bursts (reconnect storms): one query per burst.
+  const configOf = createBatchLoader((ids: string[]) => configs.messages(ids))
+  const pendingOf = createBatchLoader((ids: string[]) => commands.pendingMany(ids))
   return {
     async subscribed (deviceId, filters) {
       if (filters.some((f) => coversConfig(deviceId, f))) {
-        const msg = await configs.message(deviceId)
+        const msg = await configOf(deviceId)
         if (msg) await dispatch.deliver(deviceId, `devices/${deviceId}/config`, msg)
       }
       if (filters.some((f) => coversCommands(deviceId, f))) {
-        const pending = await commands.pending(deviceId)
+        const pending = await pendingOf(deviceId) ?? []
         const sent: string[] = []
         for (const c of pending) {
           if (await dispatch.deliver(deviceId, `devices/${deviceId}/commands/${c.id}`, toMessage(c))) sent.push(c.id)

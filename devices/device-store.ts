@@ -41,6 +41,8 @@ export interface DeviceStore {
   update (id: string, patch: { name?: string | null, labels?: Record<string, string>, disabled?: boolean }): Promise<DeviceView | undefined>
   remove (id: string): Promise<boolean>
   credentials (id: string): Promise<DeviceCredentials | undefined>
+  /** Many at once (one query), for batched look-ups. */
+  credentialsMany (ids: string[]): Promise<Map<string, DeviceCredentials>>
   setDisabled (id: string, disabled: boolean): Promise<boolean>
   rotateSecret (id: string): Promise<CreatedDevice | undefined>
 }
@@ -144,6 +146,12 @@ export function createDeviceStore (pool: pg.Pool, opts: DeviceStoreOptions = {})
         'SELECT id, secret_hash, disabled_at IS NOT NULL AS disabled FROM devices WHERE id = $1', [id])
       const row = rows[0]
       return row ? { id: row.id, secretHash: row.secret_hash, disabled: row.disabled } : undefined
+    },
+
+    async credentialsMany (ids) {
+      const { rows } = await pool.query<{ id: string, secret_hash: string, disabled: boolean }>(
+        'SELECT id, secret_hash, disabled_at IS NOT NULL AS disabled FROM devices WHERE id = ANY($1::text[])', [ids])
+      return new Map(rows.map((r) => [r.id, { id: r.id, secretHash: r.secret_hash, disabled: r.disabled }]))
     },
 
     async setDisabled (id, disabled) {
