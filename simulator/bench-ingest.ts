@@ -24,6 +24,7 @@ import * as hdr from 'hdr-histogram-js'
 import { pino } from 'pino'
 import { startEmbeddedPostgres, freePort } from '../broker/embedded-postgres.js'
 import type { WorkerConfig, WorkerDevice, WorkerMessage } from './load-worker.js'
+import { startMosquitto } from './mosquitto.js'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
 const root = join(here, '..', '..')
@@ -232,6 +233,18 @@ async function main () {
     results.push(await runScenario({ ...plainCommon, name: `plain aedes, window ${DEEP}`, window: DEEP }))
     plain.kill('SIGTERM')
 
+    // Eclipse Mosquitto, if installed (Debian package `mosquitto`): the same load in plain-MQTT mode.
+    const mqPort = await freePort()
+    const mosquitto = await startMosquitto(mqPort)
+    if (mosquitto) {
+      children.push(mosquitto)
+      console.error('baseline: mosquitto …')
+      const mqCommon = { ...plainCommon, url: `mqtt://127.0.0.1:${mqPort}`, brokerPid: mosquitto.pid! }
+      results.push(await runScenario({ ...mqCommon, name: `mosquitto, window ${WINDOW}`, window: WINDOW }))
+      results.push(await runScenario({ ...mqCommon, name: `mosquitto, window ${DEEP}`, window: DEEP }))
+      mosquitto.kill('SIGTERM')
+    } else console.error('mosquitto not installed (apt-get install mosquitto): baseline skipped')
+
     // 2. fleetgate.
     const mqttPort = await freePort(); const httpPort = await freePort()
     // BENCH_BROKER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the broker alone.
@@ -273,11 +286,13 @@ async function main () {
     const alive = broker.exitCode === null
     await counter.end()
 
-    const bestPlain = Math.max(...results.filter((r) => r.storedPerSecond === undefined).map((r) => r.ackedPerSecond))
+    const bestPlain = Math.max(...results.filter((r) => r.name.startsWith('plain aedes')).map((r) => r.ackedPerSecond))
+    const bestMosquitto = Math.max(0, ...results.filter((r) => r.name.startsWith('mosquitto')).map((r) => r.ackedPerSecond))
     const ratio = Math.round(bestStored / bestPlain * 100) / 100
     const checks = [
       { goal: 'stored readings/s ≥ 15,000 (1,000 devices, QoS 1)', value: bestStored, ok: bestStored >= 15_000 },
       { goal: 'best stored / best plain aedes ≥ 0.75', value: ratio, ok: ratio >= 0.75 },
+      ...(bestMosquitto > 0 ? [{ goal: 'best stored / best mosquitto (information)', value: Math.round(bestStored / bestMosquitto * 100) / 100, ok: true }] : []),
       { goal: 'PUBACK p99 < 100 ms at half the best stored rate', value: half.p99Ms, ok: half.p99Ms < 100 },
       { goal: 'PUBACK p99 < 100 ms at 7,500/s (half of 15,000)', value: halfTarget.p99Ms, ok: halfTarget.p99Ms < 100 },
       { goal: 'overload: broker alive, queue within capacity', value: `alive=${alive}, queue max ${over.queueRowsMax}, RSS max ${over.brokerRssMaxMb} MB`, ok: alive }

@@ -1,0 +1,180 @@
+// `npm run bench` — the benchmark suite (issue 4), not part of `npm test`.
+// Every scenario compares against a baseline measured in the same run:
+//   1. ingest       bench-ingest: fleetgate vs plain aedes and Mosquitto, and the
+//                   raw PostgreSQL insert rate (bench-insert-paths)
+//   2. connections  19,000 idle devices on one broker process: connect rate with
+//                   authentication and RSS per connection, vs plain aedes and Mosquitto
+//   3. fan-out      bench-config-push: one config to 10,000 connected devices
+//   4. commands     command round trip p50/p99 under telemetry load vs idle
+// Writes results/*.json, results/ingest.svg and BENCHMARKS.md.
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { cpus, tmpdir, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import { pino } from 'pino'
+import { startEmbeddedPostgres, freePort } from '../broker/embedded-postgres.js'
+import { startMosquitto } from './mosquitto.js'
+import type { SimSummary } from './simulate.js'
+
+const here = fileURLToPath(new URL('.', import.meta.url))
+const root = join(here, '..', '..')
+const results = join(root, 'results')
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 19_000)
+const TOKEN = 'bench-suite-token-' + Math.random().toString(36).slice(2)
+
+function run (script: string, args: string[] = []) {
+  console.error(`\n== ${script} ${args.join(' ')}`)
+  execFileSync(process.execPath, [join(here, script), ...args], { stdio: 'inherit', cwd: root })
+}
+
+async function rssMb (pid: number): Promise<number> {
+  const s = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
+  return Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024
+}
+
+async function simulate (args: string[], report: string): Promise<SimSummary> {
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn(process.execPath, [join(here, 'simulate.js'), ...args, '--quiet', '--report', report], { stdio: ['ignore', 'ignore', 'inherit'] })
+    child.on('exit', (code) => code === 0 ? resolve() : reject(new Error(`simulate exited with ${code}`)))
+  })
+  return (JSON.parse(await readFile(report, 'utf8')) as { summary: SimSummary }).summary
+}
+
+interface ConnRow { broker: string, connected: number, connectRate: number, p50Ms: number, p99Ms: number, rssIdleMb: number, rssMaxMb: number, kbPerConnection: number }
+
+async function connectionsScenario (name: string, pid: number, url: string, extra: string[]): Promise<ConnRow> {
+  const idle = await rssMb(pid)
+  let max = idle
+  const sampler = setInterval(() => { void rssMb(pid).then((r) => { max = Math.max(max, r) }) }, 500)
+  const s = await simulate(['--broker', url, '--devices', String(CONNECTIONS), '--ramp', '700', '--interval', '600000', '--duration', '5',
+    '--source-addresses', '4', '--devices-per-process', '10000', '--probe-every', '0', ...extra], join(results, `connections-${name.replace(/\W+/g, '-')}.json`))
+  clearInterval(sampler)
+  return {
+    broker: name, connected: s.connect.connected, connectRate: s.connect.ratePerSecond, p50Ms: s.connect.p50Ms, p99Ms: s.connect.p99Ms,
+    rssIdleMb: Math.round(idle), rssMaxMb: Math.round(max), kbPerConnection: Math.round((max - idle) * 1024 / CONNECTIONS * 10) / 10
+  }
+}
+
+function svgBars (title: string, bars: Array<{ label: string, value: number }>, unit: string): string {
+  const w = 760; const rowH = 28; const left = 300; const h = 50 + bars.length * rowH
+  const max = Math.max(...bars.map((b) => b.value), 1)
+  const rows = bars.map((b, i) => {
+    const y = 40 + i * rowH; const bw = (w - left - 90) * b.value / max
+    const color = b.label.startsWith('fleetgate') ? '#2f7ed8' : '#9aa5b1'
+    return `<text x="${left - 8}" y="${y + 17}" text-anchor="end" font-size="13">${b.label}</text>` +
+      `<rect x="${left}" y="${y + 4}" width="${bw.toFixed(1)}" height="${rowH - 8}" fill="${color}"/>` +
+      `<text x="${left + bw + 6}" y="${y + 17}" font-size="13">${Math.round(b.value).toLocaleString('en')} ${unit}</text>`
+  }).join('\n')
+  return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n<text x="10" y="24" font-size="16" font-weight="bold">${title}</text>\n${rows}\n</svg>\n`
+}
+
+async function main () {
+  await mkdir(results, { recursive: true })
+  // 1. ingest (+ Mosquitto), raw insert rates; 3. fan-out
+  run('bench-insert-paths.js')
+  run('bench-ingest.js', ['--out', 'results/bench-ingest.json'])
+  run('bench-config-push.js', ['--sizes', '10000', '--bulk', '0', '--out', 'results/bench-config-push.json'])
+
+  // 2. connections and 4. commands, on brokers started here
+  const dir = await mkdtemp(join(tmpdir(), 'fleetgate-suite-'))
+  const db = await startEmbeddedPostgres({ dataDir: dir, log: pino({ level: 'warn' }) })
+  const children: ChildProcess[] = []
+  try {
+    const conn: ConnRow[] = []
+    const mqttPort = await freePort(); const httpPort = await freePort()
+    const broker = spawn(process.execPath, [join(root, 'dist', 'broker', 'main.js')], {
+      env: { ...process.env, DATABASE_URL: db.url, MQTT_PORT: String(mqttPort), HTTP_PORT: String(httpPort), MQTT_HOST: '127.0.0.1', HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'warn', ADMIN_TOKEN: TOKEN, API_RATE_LIMIT_PER_MINUTE: '10000000' },
+      stdio: ['ignore', 'inherit', 'inherit']
+    })
+    children.push(broker)
+    const api = `http://127.0.0.1:${httpPort}`
+    for (let i = 0; !(await fetch(`${api}/readyz`).then((r) => r.ok, () => false)); i++) { if (i > 300) throw new Error('broker not ready'); await sleep(200) }
+    const fg = ['--api', api, '--token', TOKEN]
+    console.error('\n== connections: fleetgate')
+    conn.push(await connectionsScenario('fleetgate (authenticated)', broker.pid!, `mqtt://127.0.0.1:${mqttPort}`, [...fg, '--id-prefix', 'conn', '--credentials', join(dir, 'conn.ndjson')]))
+
+    console.error('== commands under load')
+    const idleCmd = await simulate(['--broker', `mqtt://127.0.0.1:${mqttPort}`, ...fg, '--devices', '1000', '--interval', '60000', '--duration', '15', '--probe-every', '0.5', '--id-prefix', 'cmdidle'], join(results, 'commands-idle.json'))
+    const loadCmd = await simulate(['--broker', `mqtt://127.0.0.1:${mqttPort}`, ...fg, '--devices', '1000', '--interval', '200', '--duration', '15', '--probe-every', '0.5', '--id-prefix', 'cmdload'], join(results, 'commands-load.json'))
+    broker.kill('SIGTERM')
+    await new Promise((resolve) => broker.once('exit', resolve))
+
+    const aedesPort = await freePort()
+    const plain = fork(join(here, 'plain-aedes-broker.js'), [String(aedesPort)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    children.push(plain)
+    await new Promise((resolve) => plain.on('message', resolve))
+    console.error('== connections: plain aedes')
+    conn.push(await connectionsScenario('plain aedes (anonymous)', plain.pid!, `mqtt://127.0.0.1:${aedesPort}`, ['--no-provision', '--id-prefix', 'pa']))
+    plain.kill('SIGTERM')
+    const mqPort = await freePort()
+    const mosquitto = await startMosquitto(mqPort)
+    if (mosquitto) {
+      children.push(mosquitto)
+      console.error('== connections: mosquitto')
+      conn.push(await connectionsScenario('mosquitto (anonymous)', mosquitto.pid!, `mqtt://127.0.0.1:${mqPort}`, ['--no-provision', '--id-prefix', 'mq']))
+      mosquitto.kill('SIGTERM')
+    }
+
+    // ---- report ----
+    const ingest = JSON.parse(await readFile(join(results, 'bench-ingest.json'), 'utf8')) as { results: Array<{ name: string, ackedPerSecond: number, storedPerSecond?: number, p50Ms: number, p99Ms: number, brokerRssMaxMb: number }>, checks: Array<{ goal: string, value: unknown, ok: boolean }> }
+    const fan = JSON.parse(await readFile(join(results, 'bench-config-push.json'), 'utf8')) as { results: Array<{ devices: number, parallelPuts: Record<string, number>, rollout: Record<string, number> }> }
+    await writeFile(join(results, 'ingest.svg'), svgBars('QoS 1 messages acknowledged per second (1,000 devices, same load generator)', ingest.results.map((r) => ({ label: r.name, value: r.ackedPerSecond })), '/s'))
+    const bestFg = Math.max(...ingest.results.filter((r) => r.name.startsWith('fleetgate')).map((r) => r.storedPerSecond ?? 0))
+    const best = (prefix: string) => Math.max(0, ...ingest.results.filter((r) => r.name.startsWith(prefix)).map((r) => r.ackedPerSecond))
+    const fgConn = conn[0]!
+    const lines = [
+      '# Benchmarks',
+      '',
+      `Latest run: ${new Date().toISOString()} — \`npm run bench\` (everything on one machine: ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node.js ${process.version}; PostgreSQL embedded with fsync on; broker, database and load generator share the cores).`,
+      '',
+      '## 1. Ingest (QoS 1, 1,000 devices)',
+      '',
+      '![ingest](results/ingest.svg)',
+      '',
+      '| scenario | acked/s | stored/s | PUBACK p50 | p99 | broker RSS |',
+      '|---|---:|---:|---:|---:|---:|',
+      ...ingest.results.map((r) => `| ${r.name} | ${r.ackedPerSecond} | ${r.storedPerSecond ?? '—'} | ${r.p50Ms} ms | ${r.p99Ms} ms | ${r.brokerRssMaxMb} MB |`),
+      '',
+      `fleetgate / plain aedes: **${(bestFg / best('plain aedes')).toFixed(2)}**` + (best('mosquitto') > 0 ? `; fleetgate / Mosquitto: **${(bestFg / best('mosquitto')).toFixed(2)}**` : '') + ' (best stored rate vs best pass-through rate; the baselines store nothing).',
+      '',
+      ...ingest.checks.map((c) => `- ${c.ok ? '✔' : '✘'} ${c.goal}: ${String(c.value)}`),
+      '',
+      'Raw PostgreSQL insert rates for the same rows: `npm run bench:insert` (printed above in the run log; see README).',
+      '',
+      `## 2. Connections (${CONNECTIONS.toLocaleString('en')} idle devices, 700 connects/s offered, one broker process)`,
+      '',
+      '| broker | connected | connect rate | connect p50 | p99 | RSS idle → max | per connection |',
+      '|---|---:|---:|---:|---:|---:|---:|',
+      ...conn.map((c) => `| ${c.broker} | ${c.connected} | ${c.connectRate}/s | ${c.p50Ms} ms | ${c.p99Ms} ms | ${c.rssIdleMb} → ${c.rssMaxMb} MB | ${c.kbPerConnection} KiB |`),
+      '',
+      ...conn.slice(1).map((c) => `fleetgate / ${c.broker.split(' (')[0]}: connect rate ${(fgConn.connectRate / Math.max(1, c.connectRate)).toFixed(2)}, memory per connection ${(fgConn.kbPerConnection / Math.max(0.1, c.kbPerConnection)).toFixed(2)}.`),
+      '',
+      '## 3. Fan-out (one config to 10,000 connected devices)',
+      '',
+      '| method | p50 | p99 | max | all in sync (API) |',
+      '|---|---:|---:|---:|---:|',
+      ...fan.results.flatMap((r) => [`| ${r.devices} parallel PUTs | ${r.parallelPuts.p50Ms} ms | ${r.parallelPuts.p99Ms} ms | ${r.parallelPuts.maxMs} ms | — |`, `| ${r.devices} one rollout | ${r.rollout.p50Ms} ms | ${r.rollout.p99Ms} ms | ${r.rollout.maxMs} ms | ${r.rollout.allInSyncByApiMs} ms |`]),
+      '',
+      '## 4. Command round trip (REST POST → device result → GET ?waitSeconds)',
+      '',
+      '| load | probes | p50 | p99 | max |',
+      '|---|---:|---:|---:|---:|',
+      `| 1,000 devices idle | ${idleCmd.commandRoundTrip.count} | ${idleCmd.commandRoundTrip.p50Ms} ms | ${idleCmd.commandRoundTrip.p99Ms} ms | ${idleCmd.commandRoundTrip.maxMs} ms |`,
+      `| 1,000 devices, 5 msg/s each (${loadCmd.messages.ackedPerSecond}/s telemetry) | ${loadCmd.commandRoundTrip.count} | ${loadCmd.commandRoundTrip.p50Ms} ms | ${loadCmd.commandRoundTrip.p99Ms} ms | ${loadCmd.commandRoundTrip.maxMs} ms |`,
+      '',
+      `under load / idle p99: ${(loadCmd.commandRoundTrip.p99Ms / Math.max(1, idleCmd.commandRoundTrip.p99Ms)).toFixed(2)}`,
+      ''
+    ]
+    await writeFile(join(root, 'BENCHMARKS.md'), lines.join('\n'))
+    console.log(lines.join('\n'))
+  } finally {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM')
+    await sleep(1000)
+    await db.stop()
+    await rm(dir, { recursive: true, force: true })
+  }
+}
+
+await main()
