@@ -52,6 +52,9 @@ for (let round = 0; round < 2; round++) { // round 0 warms up
 }
 const base = results.copy!
 for (const [name, rate] of Object.entries(results)) console.log(`${name.padEnd(16)} ${String(rate).padStart(8)} rows/s   ${(rate / base).toFixed(2)} × copy`)
+const { writeFile, mkdir } = await import('node:fs/promises')
+await mkdir('results', { recursive: true })
+await writeFile('results/bench-insert.json', JSON.stringify({ date: new Date().toISOString(), batch: BATCH, batches: BATCHES, rowsPerSecond: results }, null, 2))
 await c.end()
 await db.stop()
 await rm(dir, { recursive: true, force: true })

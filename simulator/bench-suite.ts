@@ -119,6 +119,7 @@ async function main () {
 
     // ---- report ----
     const ingest = JSON.parse(await readFile(join(results, 'bench-ingest.json'), 'utf8')) as { results: Array<{ name: string, ackedPerSecond: number, storedPerSecond?: number, p50Ms: number, p99Ms: number, brokerRssMaxMb: number }>, checks: Array<{ goal: string, value: unknown, ok: boolean }> }
+    const insert = JSON.parse(await readFile(join(results, 'bench-insert.json'), 'utf8')) as { rowsPerSecond: Record<string, number> }
     const fan = JSON.parse(await readFile(join(results, 'bench-config-push.json'), 'utf8')) as { results: Array<{ devices: number, parallelPuts: Record<string, number>, rollout: Record<string, number> }> }
     await writeFile(join(results, 'ingest.svg'), svgBars('QoS 1 messages acknowledged per second (1,000 devices, same load generator)', ingest.results.map((r) => ({ label: r.name, value: r.ackedPerSecond })), '/s'))
     const bestFg = Math.max(...ingest.results.filter((r) => r.name.startsWith('fleetgate')).map((r) => r.storedPerSecond ?? 0))
@@ -141,7 +142,13 @@ async function main () {
       '',
       ...ingest.checks.map((c) => `- ${c.ok ? '✔' : '✘'} ${c.goal}: ${String(c.value)}`),
       '',
-      'Raw PostgreSQL insert rates for the same rows: `npm run bench:insert` (printed above in the run log; see README).',
+      'Raw PostgreSQL insert rate for the same rows (`bench-insert-paths`, one connection, 1,000-row batches):',
+      '',
+      '| path | rows/s |',
+      '|---|---:|',
+      ...Object.entries(insert.rowsPerSecond).map(([k, v]) => `| ${k}${k === 'unnest-json' ? ' (used)' : ''} | ${v} |`),
+      '',
+      `fleetgate end to end / raw insert (used path): **${(bestFg / (insert.rowsPerSecond['unnest-json'] ?? 1)).toFixed(2)}**`,
       '',
       `## 2. Connections (${CONNECTIONS.toLocaleString('en')} idle devices, 700 connects/s offered, one broker process)`,
       '',
