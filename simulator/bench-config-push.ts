@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url'
 import { pino } from 'pino'
 import { startEmbeddedPostgres, freePort } from '../broker/embedded-postgres.js'
 import type { AgentConfig, AgentMessage } from './config-agent-worker.js'
+import { waitHttp } from './process-stats.js'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
 const root = join(here, '..', '..')
@@ -37,11 +38,7 @@ async function main () {
   })
   const api = `http://127.0.0.1:${httpPort}`
   const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }
-  for (let i = 0; ; i++) {
-    try { if ((await fetch(`${api}/readyz`)).ok) break } catch {}
-    if (i > 300) throw new Error('broker not ready')
-    await sleep(200)
-  }
+  await waitHttp(`${api}/readyz`)
   const results: unknown[] = []
   let bulkResult: { devices: number, ms: number } | undefined
   try {

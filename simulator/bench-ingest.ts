@@ -24,6 +24,7 @@ import * as hdr from 'hdr-histogram-js'
 import { pino } from 'pino'
 import { startEmbeddedPostgres, freePort } from '../broker/embedded-postgres.js'
 import type { WorkerConfig, WorkerDevice, WorkerMessage } from './load-worker.js'
+import { cpuDelta, cpuSeconds, postgresCpuSeconds, rssMb, waitHttp } from './process-stats.js'
 import { startMosquitto } from './mosquitto.js'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
@@ -51,47 +52,6 @@ const DEVICES = num('devices'); const WORKERS = num('workers'); const WINDOW = n
 const WARMUP_S = num('warmup'); const SECONDS = num('seconds'); const PAYLOAD = num('payload-bytes')
 
 const log = pino({ level: 'warn' })
-
-function rssMb (pid: number): Promise<number> {
-  return readFile(`/proc/${pid}/status`, 'utf8').then((s) => Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024, () => 0)
-}
-
-function cpuSeconds (pid: number): Promise<number> {
-  return readFile(`/proc/${pid}/stat`, 'utf8').then((s) => {
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ')
-    return (Number(f[11]) + Number(f[12])) / 100
-  }, () => 0)
-}
-
-/** CPU seconds per PostgreSQL process on the machine (the benchmark's own server). */
-async function postgresCpuSeconds (): Promise<Map<string, number>> {
-  const { readdir } = await import('node:fs/promises')
-  const out = new Map<string, number>()
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid)) continue
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
-    if (!stat.includes('(postgres)')) continue
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    out.set(pid, (Number(f[11]) + Number(f[12])) / 100)
-  }
-  return out
-}
-
-/** CPU used between two snapshots; a process that is new counts from zero, one that ended is lost. */
-function cpuDelta (a: Map<string, number>, b: Map<string, number>): number {
-  let total = 0
-  for (const [pid, t] of b) total += t - (a.get(pid) ?? 0)
-  return total
-}
-
-async function waitHttp (url: string, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    try { if ((await fetch(url)).ok) return } catch {}
-    if (Date.now() > deadline) throw new Error(`${url} not ready`)
-    await sleep(200)
-  }
-}
 
 interface ScenarioResult {
   name: string

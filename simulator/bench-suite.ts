@@ -16,6 +16,7 @@ import { fileURLToPath } from 'node:url'
 import { pino } from 'pino'
 import { startEmbeddedPostgres, freePort } from '../broker/embedded-postgres.js'
 import { startMosquitto } from './mosquitto.js'
+import { rssMb, waitHttp } from './process-stats.js'
 import type { SimSummary } from './simulate.js'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
@@ -29,10 +30,6 @@ function run (script: string, args: string[] = []) {
   execFileSync(process.execPath, [join(here, script), ...args], { stdio: 'inherit', cwd: root })
 }
 
-async function rssMb (pid: number): Promise<number> {
-  const s = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
-  return Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024
-}
 
 async function simulate (args: string[], report: string): Promise<SimSummary> {
   await new Promise<void>((resolve, reject) => {
@@ -90,7 +87,7 @@ async function main () {
     })
     children.push(broker)
     const api = `http://127.0.0.1:${httpPort}`
-    for (let i = 0; !(await fetch(`${api}/readyz`).then((r) => r.ok, () => false)); i++) { if (i > 300) throw new Error('broker not ready'); await sleep(200) }
+    await waitHttp(`${api}/readyz`)
     const fg = ['--api', api, '--token', TOKEN]
     console.error('\n== connections: fleetgate')
     conn.push(await connectionsScenario('fleetgate (authenticated)', broker.pid!, `mqtt://127.0.0.1:${mqttPort}`, [...fg, '--id-prefix', 'conn', '--credentials', join(dir, 'conn.ndjson')]))
