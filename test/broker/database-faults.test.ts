@@ -26,12 +26,21 @@ test('killed database connections are retried; every acknowledged reading is sto
     })())
   }
   const retries = async () => (await broker.app.metrics.registry.getSingleMetric('fleetgate_ingest_retries_total')!.get()).values[0]?.value ?? 0
+  const locker = new pg.Client({ connectionString: broker.db.url })
+  await locker.connect()
   for (let kill = 0; kill < 5; kill++) {
     const before = acked.size
     await waitFor(() => acked.size >= before + 100, { what: 'progress between kills' })
+    // Hold the table so a batch insert is surely in flight, then kill the
+    // connections of the broker, that insert's among them.
+    await locker.query('BEGIN')
+    await locker.query('LOCK TABLE telemetry IN ACCESS EXCLUSIVE MODE')
+    await waitFor(async () => (await admin.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO telemetry%'")).rows.length > 0, { what: 'an insert in flight' })
     await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'fleetgate'")
+    await locker.query('COMMIT')
   }
-  await waitFor(async () => (await retries()) >= 1, { what: 'a retried batch' })
+  await locker.end()
+  t.true(await retries() >= 5, 'every killed insert was retried')
   stop = true
   await Promise.all(loops)
   const { rows } = await admin.query<{ device_id: string, n: number }>("SELECT device_id, (payload->>'n')::int AS n FROM telemetry")

@@ -27,7 +27,10 @@ test('full lifecycle: queued → sent → succeeded, with times; waitSeconds ret
   t.is(created.status, 202)
   t.is(created.body.status, 'sent')
   t.is(created.body.correlationId, 'corr-123')
-  await waitFor(() => got.length === 1)
+  // At least once: a delivery racing the on-subscribe delivery may repeat it
+  // (same id; devices deduplicate by command id).
+  await waitFor(() => got.length >= 1)
+  t.true(got.every((g) => g.body.id === created.body.id))
   t.is(got[0]!.topic, `devices/${d.id}/commands/${created.body.id}`)
   t.deepEqual(got[0]!.body, { id: created.body.id, name: 'reboot', params: { delay: 1 }, expiresAt: created.body.expiresAt })
 
