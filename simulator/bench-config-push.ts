@@ -9,7 +9,7 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir, cpus } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
@@ -112,7 +112,7 @@ async function main () {
       console.log(`${String(r.devices).padStart(7)}  parallel PUTs ${String(r.parallelPuts.p50Ms).padStart(8)} ${String(r.parallelPuts.p99Ms).padStart(8)} ${String(r.parallelPuts.maxMs).padStart(8)} ${'-'.padStart(19)} ${String(r.parallelPuts.missing).padStart(9)}`)
       console.log(`${String(r.devices).padStart(7)}  one rollout   ${String(r.rollout.p50Ms).padStart(8)} ${String(r.rollout.p99Ms).padStart(8)} ${String(r.rollout.maxMs).padStart(8)} ${String(r.rollout.allInSyncByApiMs).padStart(19)} ${String(r.rollout.missing).padStart(9)}`)
     }
-    const outPath = join(process.cwd(), args.out!)
+    const outPath = resolve(args.out!)
     await mkdir(join(outPath, '..'), { recursive: true })
     await writeFile(outPath, JSON.stringify({ date: new Date().toISOString(), machine: { cpus: cpus().length, node: process.version }, bulk: bulkResult, results }, null, 2))
   } finally {

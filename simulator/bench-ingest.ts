@@ -15,7 +15,7 @@
 import { fork, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir, cpus } from 'node:os'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
@@ -265,7 +265,7 @@ async function main () {
     console.log('\ngoal                                                   value   met')
     for (const c of checks) console.log(`${c.goal.padEnd(52)} ${String(c.value).padStart(8)}   ${c.ok ? 'yes' : 'NO'}`)
     await mkdir(join(root, 'results'), { recursive: true }).catch(() => {})
-    const outPath = join(process.cwd(), args.out!)
+    const outPath = resolve(args.out!)
     await mkdir(join(outPath, '..'), { recursive: true })
     await writeFile(outPath, JSON.stringify({ date: new Date().toISOString(), machine, params: { DEVICES, WORKERS, WINDOW, DEEP, WARMUP_S, SECONDS, PAYLOAD }, results, checks }, null, 2))
     console.log(`\nwritten ${args.out}`)
