@@ -8,6 +8,7 @@
 // off and stop accepting → drain ingest → close the broker (clients) → flush
 // presence → close HTTP → end the pool → stop the embedded database.
 import { randomUUID } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import type { FastifyInstance } from 'fastify'
 import type { Config } from './config.js'
@@ -44,6 +45,7 @@ function withTimeout<T> (p: Promise<T>, ms: number): Promise<T | undefined> {
 export interface App {
   readonly brokerId: string
   readonly mqttPort: number
+  readonly mqttTlsPort?: number
   readonly httpPort: number
   readonly databaseUrl: string
   readonly pool: Pool
@@ -223,9 +225,21 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       onFlush: (ok) => metrics.presenceFlushes.inc({ result: ok ? 'ok' : 'error' })
     })
     cleanups.push(() => presence.close())
+    const tls = config.MQTT_TLS_ENABLED
+      ? {
+          port: config.MQTT_TLS_PORT,
+          key: await readFile(config.MQTT_TLS_KEY_FILE!),
+          cert: await readFile(config.MQTT_TLS_CERT_FILE!),
+          ca: config.MQTT_TLS_CA_FILE ? await readFile(config.MQTT_TLS_CA_FILE) : undefined,
+          clientCert: config.MQTT_TLS_CLIENT_CERT,
+          passwordAuth: config.MQTT_TLS_PASSWORD_AUTH
+        }
+      : undefined
     mqtt = await startMqttBroker({
       host: config.MQTT_HOST,
       port: config.MQTT_PORT,
+      tcp: config.MQTT_TCP_ENABLED,
+      tls,
       listenBacklog: config.MQTT_LISTEN_BACKLOG,
       brokerId,
       allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
@@ -242,6 +256,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       log: log.child({ component: 'mqtt' })
     })
     const broker = mqtt
+    if (config.MQTT_WS_ENABLED) broker.attachWebSocket(http.server, config.MQTT_WS_PATH)
     dispatch = createDeviceDispatch(broker.aedes, (kind) => metrics.deliveries.inc({ kind }))
     rollouts.start()
     // Commands past their TTL expire even if nobody asks (one UPDATE a second).
@@ -299,6 +314,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     return {
       brokerId,
       mqttPort: broker.port,
+      mqttTlsPort: broker.tlsPort,
       httpPort,
       databaseUrl,
       pool,

@@ -21,6 +21,16 @@ export const ConfigSchema = Type.Object({
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
     default: 'info', description: 'pino log level.'
   }),
+  MQTT_TCP_ENABLED: Bool(true, 'Plain MQTT over TCP on MQTT_PORT.'),
+  MQTT_TLS_ENABLED: Bool(false, 'MQTT over TLS (1.2+) on MQTT_TLS_PORT; needs MQTT_TLS_KEY_FILE and MQTT_TLS_CERT_FILE.'),
+  MQTT_TLS_PORT: Int({ default: 8883, minimum: 0, maximum: 65535, description: 'MQTT over TLS port; 0 picks a free port.' }),
+  MQTT_TLS_KEY_FILE: Type.Optional(Type.String({ minLength: 1, description: 'PEM private key of the TLS listener.' })),
+  MQTT_TLS_CERT_FILE: Type.Optional(Type.String({ minLength: 1, description: 'PEM certificate (chain) of the TLS listener.' })),
+  MQTT_TLS_CA_FILE: Type.Optional(Type.String({ minLength: 1, description: 'PEM CA that signs device client certificates (mutual TLS).' })),
+  MQTT_TLS_CLIENT_CERT: Type.Union([Type.Literal('off'), Type.Literal('optional'), Type.Literal('required')], { default: 'off', description: 'Client certificates on the TLS listener: off, optional or required (needs MQTT_TLS_CA_FILE). A certificate must name the client id (CN or SAN).' }),
+  MQTT_TLS_PASSWORD_AUTH: Bool(true, 'false: on the TLS listener a valid client certificate alone identifies the device (no password).'),
+  MQTT_WS_ENABLED: Bool(true, 'MQTT over WebSocket on MQTT_WS_PATH of the HTTP server (same authentication and ACL).'),
+  MQTT_WS_PATH: Type.String({ default: '/mqtt', pattern: '^/[A-Za-z0-9/_-]*$', description: 'HTTP path of the MQTT-over-WebSocket endpoint.' }),
   MQTT_LISTEN_BACKLOG: Int({ default: 4096, minimum: 1, maximum: 65535, description: 'TCP accept queue of the MQTT listener (capped by net.core.somaxconn); too small drops SYNs in reconnect storms.' }),
   MQTT_ALLOW_ANONYMOUS: Bool(false, 'Development only: clients without credentials may connect and use topics outside devices/.'),
   MQTT_CONNECT_TIMEOUT_MS: Int({ default: 10_000, minimum: 100, maximum: 600_000, description: 'Time a new TCP connection has to send CONNECT.' }),
@@ -87,6 +97,11 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
     throw new ConfigError(`invalid configuration:\n  ${[...new Set(lines)].join('\n  ')}`)
   }
   const config = withDefaults as Config
+  const problems: string[] = []
+  if (config.MQTT_TLS_ENABLED && (!config.MQTT_TLS_KEY_FILE || !config.MQTT_TLS_CERT_FILE)) problems.push('MQTT_TLS_KEY_FILE and MQTT_TLS_CERT_FILE: required when MQTT_TLS_ENABLED=true')
+  if (config.MQTT_TLS_CLIENT_CERT !== 'off' && !config.MQTT_TLS_CA_FILE) problems.push(`MQTT_TLS_CA_FILE: required when MQTT_TLS_CLIENT_CERT=${config.MQTT_TLS_CLIENT_CERT}`)
+  if (!config.MQTT_TLS_PASSWORD_AUTH && config.MQTT_TLS_CLIENT_CERT !== 'required') problems.push('MQTT_TLS_PASSWORD_AUTH=false needs MQTT_TLS_CLIENT_CERT=required (something must identify the device)')
+  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`)
   if (config.DB_POOL_MAX <= config.INGEST_WRITERS) {
     throw new ConfigError(`invalid configuration:\n  DB_POOL_MAX: must be greater than INGEST_WRITERS (${config.INGEST_WRITERS}) so the control plane keeps a connection (got ${config.DB_POOL_MAX})`)
   }

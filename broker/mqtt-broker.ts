@@ -6,6 +6,10 @@
 // queue is full the callback is not called, aedes reads nothing more from that
 // socket and TCP pushes back on the device (backpressure, not buffering).
 import { createServer, type Server, type Socket } from 'node:net'
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls'
+import type { Server as HttpServer, IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { WebSocketServer, createWebSocketStream } from 'ws'
 import { once } from 'node:events'
 import { Aedes, type Client, type AuthenticateError, type PublishPacket, type Subscription } from 'aedes'
 import type { IngestQueue } from './ingest-queue.js'
@@ -32,11 +36,44 @@ interface FleetClient extends Client {
   fgTakenOver?: boolean
   fgReason?: string
   fgRemote?: string
+  /** The listener it came in on. */
+  fgListener?: 'tcp' | 'tls' | 'ws'
+  /** Names in a verified client certificate (CN and SANs). */
+  fgCertNames?: string[]
+}
+
+export interface TlsListenerOptions {
+  port: number
+  key: Buffer
+  cert: Buffer
+  ca?: Buffer
+  clientCert: 'off' | 'optional' | 'required'
+  /** false: a verified client certificate alone identifies the device. */
+  passwordAuth: boolean
+}
+
+/** CN and subject alternative names (DNS, URI) of a verified peer certificate. */
+function certificateNames (socket: TLSSocket): string[] | undefined {
+  if (!socket.authorized) return undefined
+  const cert = socket.getPeerCertificate()
+  if (!cert || Object.keys(cert).length === 0) return undefined
+  const names: string[] = []
+  const cn = cert.subject?.CN
+  if (typeof cn === 'string') names.push(cn)
+  else if (Array.isArray(cn)) names.push(...cn)
+  for (const part of (cert.subjectaltname ?? '').split(',')) {
+    const m = /^\s*(DNS|URI):(.+)$/.exec(part)
+    if (m) names.push(m[2]!.trim())
+  }
+  return names
 }
 
 export interface MqttBrokerOptions {
   host: string
   port: number
+  /** Plain TCP listener (default on). */
+  tcp?: boolean
+  tls?: TlsListenerOptions
   listenBacklog?: number
   brokerId: string
   allowAnonymous: boolean
@@ -56,7 +93,11 @@ export interface MqttBrokerOptions {
 
 export interface MqttBroker {
   readonly aedes: Aedes
+  /** TCP port (0 when the TCP listener is off). */
   readonly port: number
+  readonly tlsPort?: number
+  /** Serves MQTT over WebSocket on `path` of an HTTP server (same authentication and ACL). */
+  attachWebSocket (server: HttpServer, path: string): void
   /** True while the listener accepts connections. */
   readonly listening: boolean
   /** Stops accepting new TCP connections; existing clients stay. */
@@ -115,7 +156,10 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       // [MQTT-3.1.3-8]: a zero-length client id with CleanSession=0 gets
       // CONNACK 2. aedes would assign an id; remember it for authenticate().
       if (packet.clientId === '' && packet.clean === false) client.fgEmptyIdPersistent = true
-      client.fgRemote = (client.conn as Socket).remoteAddress
+      const req = (client as unknown as { req?: IncomingMessage }).req
+      client.fgListener = req ? 'ws' : (client.conn as TLSSocket).encrypted ? 'tls' : 'tcp'
+      client.fgRemote = req?.socket.remoteAddress ?? (client.conn as Socket).remoteAddress
+      if (client.fgListener === 'tls') client.fgCertNames = certificateNames(client.conn as TLSSocket)
       done(null, true)
     },
 
@@ -190,6 +234,21 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
 
   async function authenticate (client: FleetClient, username: string | undefined, password: Buffer | undefined): Promise<void> {
     if (client.fgEmptyIdPersistent) throw refusal(CONNACK.IDENTIFIER_REJECTED, 'empty client id requires a clean session')
+    // A verified client certificate must name this client id, whatever else is sent.
+    if (client.fgCertNames && !client.fgCertNames.includes(client.id)) throw refusal(CONNACK.NOT_AUTHORIZED, 'client certificate does not name this client id')
+    if (client.fgListener === 'tls' && opts.tls && !opts.tls.passwordAuth) {
+      // Mutual TLS: the certificate is the credential (verified by the TLS layer against the CA).
+      if (!client.fgCertNames) throw refusal(CONNACK.NOT_AUTHORIZED, 'client certificate required')
+      if (username !== undefined && username !== client.id) throw refusal(CONNACK.IDENTIFIER_REJECTED, 'client id must equal username')
+      if (!isValidDeviceId(client.id)) throw refusal(CONNACK.IDENTIFIER_REJECTED, 'malformed client id')
+      let device
+      try { device = await opts.credentials.get(client.id) } catch { throw refusal(CONNACK.SERVER_UNAVAILABLE, 'credential store unavailable') }
+      if (!device) throw refusal(CONNACK.NOT_AUTHORIZED, 'unknown device')
+      if (device.disabled) throw refusal(CONNACK.NOT_AUTHORIZED, 'device disabled')
+      markTakeover(client)
+      client.fgDeviceId = client.id
+      return
+    }
     if (username === undefined && password === undefined) {
       if (!opts.allowAnonymous) throw refusal(CONNACK.NOT_AUTHORIZED, 'credentials required')
       // An anonymous client must not take over a device's session by using its id.
@@ -212,14 +271,18 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     const ok = verifySecret(password, creds?.secretHash ?? DUMMY_HASH)
     if (!creds || !ok) throw refusal(CONNACK.BAD_CREDENTIALS, creds ? 'bad secret' : 'unknown device')
     if (creds.disabled) throw refusal(CONNACK.NOT_AUTHORIZED, 'device disabled')
-    // [MQTT-3.1.4-2] take-over: aedes closes the previous connection of this
-    // id; mark it so its disconnect does not flip the device offline.
+    markTakeover(client)
+    client.fgDeviceId = client.id
+  }
+
+  // [MQTT-3.1.4-2] take-over: aedes closes the previous connection of this
+  // id; mark it so its disconnect does not flip the device offline.
+  function markTakeover (client: FleetClient) {
     const previous = clientsOf(aedes)[client.id]
     if (previous && previous !== client) {
       previous.fgTakenOver = true
       previous.fgReason = 'taken_over'
     }
-    client.fgDeviceId = client.id
   }
 
   function refusePublish (client: FleetClient, topic: string, done: (err?: Error | null) => void) {
@@ -355,23 +418,48 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   })
   aedes.on('ping', (_packet: unknown, client: FleetClient) => { if (client.fgDeviceId) presence.seen(client.fgDeviceId) })
 
-  const server: Server = createServer(aedes.handle)
+  const servers: Server[] = []
   // A deep accept queue: with Node's default (511) a reconnect storm
   // overflows it and the kernel drops SYNs, turning into seconds of
   // retransmission delay per device.
-  server.listen({ port: opts.port, host: opts.host, backlog: opts.listenBacklog ?? 4096 })
-  await once(server, 'listening')
-  const address = server.address()
-  const port = typeof address === 'object' && address ? address.port : opts.port
+  const listen = async (server: Server, port: number, name: string) => {
+    server.listen({ port, host: opts.host, backlog: opts.listenBacklog ?? 4096 })
+    await once(server, 'listening')
+    servers.push(server)
+    const address = server.address()
+    const actual = typeof address === 'object' && address ? address.port : port
+    log.info({ host: opts.host, port: actual, listener: name }, 'MQTT listener ready')
+    return actual
+  }
+  const port = opts.tcp === false ? 0 : await listen(createServer(aedes.handle), opts.port, 'tcp')
+  let tlsPort: number | undefined
+  if (opts.tls) {
+    const t = opts.tls
+    const tlsServer = createTlsServer({
+      key: t.key,
+      cert: t.cert,
+      ...(t.ca ? { ca: t.ca } : {}),
+      minVersion: 'TLSv1.2',
+      requestCert: t.clientCert !== 'off',
+      // 'required': the handshake fails without a certificate the CA signed.
+      rejectUnauthorized: t.clientCert === 'required'
+    }, aedes.handle)
+    tlsServer.on('tlsClientError', (err) => {
+      metrics.connackRefusals.inc({ code: 'tls', reason: 'handshake failed' })
+      log.info({ err: err.message }, 'TLS handshake refused')
+    })
+    tlsPort = await listen(tlsServer as unknown as Server, t.port, 'tls')
+  }
   let listening = true
-  log.info({ host: opts.host, port }, 'MQTT listener ready')
+  let wss: WebSocketServer | undefined
 
   function stopAccepting (): Promise<void> {
     if (listening) {
       listening = false
       // server.close() stops accepting at once; its callback fires only when
       // every connection has ended, which close() below takes care of.
-      server.close(() => {})
+      for (const s of servers) s.close(() => {})
+      wss?.close()
     }
     return Promise.resolve()
   }
@@ -380,6 +468,20 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   return {
     aedes,
     port,
+    tlsPort,
+    attachWebSocket (server, path) {
+      wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 * 1024 })
+      const ws = wss
+      server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+        if (!listening || (req.url ?? '').split('?')[0] !== path) { socket.destroy(); return }
+        ws.handleUpgrade(req, socket, head, (client) => {
+          const stream = createWebSocketStream(client)
+          stream.on('error', () => stream.destroy())
+          aedes.handle(stream as unknown as Socket, req)
+        })
+      })
+      log.info({ path }, 'MQTT over WebSocket ready')
+    },
     get listening () { return listening },
     stopAccepting,
     close () {

@@ -51,11 +51,16 @@ export async function connectDevice (url: string, id: string, secret: string, op
   return await mqtt.connectAsync(url, { clientId: id, username: id, password: secret, reconnectPeriod: 0, connectTimeout: 5000, ...opts })
 }
 
-/** Resolves with the CONNACK error code when the broker refuses the connection. */
+/**
+ * Resolves with the CONNACK return code (0 = accepted), or -1 when the
+ * connection closed without a CONNACK (refused before MQTT: TLS handshake,
+ * WebSocket upgrade, listener off).
+ */
 export async function connackCode (url: string, opts: IClientOptions): Promise<number> {
   const client = mqtt.connect(url, { reconnectPeriod: 0, connectTimeout: 5000, ...opts })
-  return await new Promise((resolve, reject) => {
+  return await new Promise((resolve) => {
     client.once('connect', () => { client.end(true); resolve(0) })
-    client.once('error', (err: Error & { code?: number }) => { client.end(true); typeof err.code === 'number' ? resolve(err.code) : reject(err) })
+    client.once('error', (err: Error & { code?: number }) => { client.end(true); resolve(typeof err.code === 'number' ? err.code : -1) })
+    client.once('close', () => { client.end(true); resolve(-1) })
   })
 }
