@@ -240,6 +240,16 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       port: config.MQTT_PORT,
       tcp: config.MQTT_TCP_ENABLED,
       tls,
+      limits: {
+        maxConnections: config.MQTT_MAX_CONNECTIONS,
+        connectRatePerSecond: config.MQTT_CONNECT_RATE_PER_SECOND,
+        connectQueue: config.MQTT_CONNECT_QUEUE,
+        authFailureMaxDelayMs: config.MQTT_AUTH_FAILURE_MAX_DELAY_MS,
+        publishMessagesPerSecond: config.DEVICE_PUBLISH_MESSAGES_PER_SECOND,
+        publishBytesPerSecond: config.DEVICE_PUBLISH_BYTES_PER_SECOND,
+        throttleDisconnectMs: config.DEVICE_THROTTLE_DISCONNECT_MS,
+        drainTimeoutMs: config.MQTT_DRAIN_TIMEOUT_MS
+      },
       listenBacklog: config.MQTT_LISTEN_BACKLOG,
       brokerId,
       allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,

@@ -29,6 +29,8 @@ export async function startChangeFeed (url: string, log: Logger): Promise<PgChan
       if (!closed) schedule()
     })
     await c.connect()
+    // close() may have run while this connection was being made.
+    if (closed) { await c.end().catch(() => {}); return }
     for (const channel of handlers.keys()) await c.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
     client = c
     connected = true
@@ -36,6 +38,7 @@ export async function startChangeFeed (url: string, log: Logger): Promise<PgChan
   }
 
   function schedule () {
+    if (closed) return
     const delay = Math.min(5000, 100 * 2 ** attempt++) * (0.5 + Math.random() / 2)
     retryTimer = setTimeout(() => { connect().catch(() => schedule()) }, delay)
   }

@@ -55,6 +55,7 @@ export function createMetrics (opts: { collectDefault?: boolean } = {}) {
     deadLetters: new client.Counter({ name: 'fleetgate_ingest_dead_letters_total', help: 'Messages or readings dead-lettered, by reason', labelNames: ['reason'] as const, registers: r }),
     deadLettersLost: new client.Counter({ name: 'fleetgate_ingest_dead_letters_lost_total', help: 'Dead letters PostgreSQL refused to store (logged at error)', registers: r }),
     refused: new client.Counter({ name: 'fleetgate_ingest_messages_refused_total', help: 'Telemetry messages refused without PUBACK (the device retransmits), by reason', labelNames: ['reason'] as const, registers: r }),
+    throttledSeconds: new client.Counter({ name: 'fleetgate_mqtt_publish_throttled_seconds_total', help: 'Time device publishes were held for exceeding their publish budget', registers: r }),
     backpressureSeconds: new client.Counter({ name: 'fleetgate_ingest_backpressure_seconds_total', help: 'Total time publishers were held because the queue was full', registers: r }),
     pubackLatency: new client.Histogram({ name: 'fleetgate_ingest_ack_latency_seconds', help: 'From telemetry PUBLISH received to its batch committed (PUBACK sent for QoS 1)', buckets: LATENCY_BUCKETS, registers: r }),
     // control plane

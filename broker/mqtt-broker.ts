@@ -21,9 +21,10 @@ import { cleanText } from './telemetry-sink.js'
 import { decodeTelemetry } from './telemetry-decoder.js'
 import {
   anonymousMayPublish, anonymousMayReceive, anonymousMaySubscribe,
-  deviceMayReceive, deviceMaySubscribe, devicePublishClass, classifyTopic
+  deviceMayReceive, deviceMaySubscribe, devicePublishClass, classifyTopic, type TopicClass
 } from './topic-acl.js'
 import { isValidDeviceId } from '../devices/device-id.js'
+import { createAuthFailures, createConnectGate, createPublishBudget, type PublishBudget } from './connection-limits.js'
 import { verifySecret, hashSecret } from '../devices/device-secret.js'
 import type { CredentialCache } from '../devices/credential-cache.js'
 import type { DeviceSessions } from '../devices/device-sessions.js'
@@ -85,6 +86,16 @@ export interface MqttBrokerOptions {
   credentials: CredentialCache
   queue: IngestQueue<IngestRow>
   presence: PresenceTracker
+  limits?: {
+    maxConnections: number
+    connectRatePerSecond: number
+    connectQueue: number
+    authFailureMaxDelayMs: number
+    publishMessagesPerSecond: number
+    publishBytesPerSecond: number
+    throttleDisconnectMs: number
+    drainTimeoutMs: number
+  }
   /** The control plane's side of device sessions (config, commands). */
   sessions?: DeviceSessions
   metrics: Metrics
@@ -146,9 +157,17 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   const ackLatency = metrics.pubackLatency
   const connectionGone = new Error('connection closed while waiting for room in the ingest queue')
 
+  const lim = opts.limits
+  const gate = lim ? createConnectGate({ ratePerSecond: lim.connectRatePerSecond, burst: lim.connectRatePerSecond, maxQueued: lim.connectQueue }) : undefined
+  const authFailures = createAuthFailures({ baseDelayMs: 100, maxDelayMs: lim?.authFailureMaxDelayMs ?? 0, forgetAfterMs: 600_000, maxTracked: 100_000 })
+  const budgets = new WeakMap<FleetClient, PublishBudget>()
+
   const aedes = await Aedes.createBroker({
     id: opts.brokerId,
     connectTimeout: opts.connectTimeoutMs,
+    // A client that does not read its socket is disconnected after this,
+    // instead of queueing deliveries for it without bound.
+    ...(lim ? { drainTimeout: lim.drainTimeoutMs } : {}),
     // MQTT 3.1 (protocol level 3) caps ids at 23 bytes; device ids may be 128.
     maxClientsIdLength: 128,
 
@@ -160,17 +179,29 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       client.fgListener = req ? 'ws' : (client.conn as TLSSocket).encrypted ? 'tls' : 'tcp'
       client.fgRemote = req?.socket.remoteAddress ?? (client.conn as Socket).remoteAddress
       if (client.fgListener === 'tls') client.fgCertNames = certificateNames(client.conn as TLSSocket)
-      done(null, true)
+      if (!gate) return done(null, true)
+      // The connection rate limit: a reconnect storm waits here, in order.
+      gate.acquire((admitted) => {
+        if (admitted) return done(null, true)
+        metrics.connackRefusals.inc({ code: 'none', reason: 'connect queue full' })
+        log.info({ remote: client.fgRemote }, 'connection refused: connect queue full')
+        done(new Error('connect queue full'), false)
+      })
     },
 
     authenticate (client: FleetClient, username, password, done) {
       authenticate(client, username, password).then(
-        () => done(null, true),
+        () => { authFailures.succeeded(client.fgRemote); done(null, true) },
         (err: AuthenticateError) => {
           const code = err.returnCode ?? CONNACK.SERVER_UNAVAILABLE
           metrics.connackRefusals.inc({ code: String(code), reason: err.message })
           log.info({ clientId: client.id, remote: client.fgRemote, code, reason: err.message }, 'connection refused')
-          done(err, false)
+          // Guessing is slowed down: each failure from an address doubles the
+          // wait before its next refusal is sent.
+          const delay = authFailures.delayFor(client.fgRemote)
+          if (code === CONNACK.BAD_CREDENTIALS || code === CONNACK.NOT_AUTHORIZED) authFailures.failed(client.fgRemote)
+          if (delay > 0) setTimeout(() => done(err, false), delay)
+          else done(err, false)
         })
     },
 
@@ -188,6 +219,48 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       }
       const cls = devicePublishClass(deviceId, topic)
       if (cls === undefined) return refusePublish(client, topic, done)
+      if (lim) {
+        const now = Date.now()
+        let budget = budgets.get(client)
+        if (!budget) { budget = createPublishBudget(lim.publishMessagesPerSecond, lim.publishBytesPerSecond, now); budgets.set(client, budget) }
+        const wait = budget.take(packet.payload.length, now)
+        if (wait > 0) {
+          // Persistently over: it has been over budget, or is that far ahead of
+          // it (a burst parsed at once), for longer than the threshold.
+          if (lim.throttleDisconnectMs > 0 && now - budget.overSince + wait > lim.throttleDisconnectMs) {
+            metrics.aclRefusals.inc({ action: 'rate_limited' })
+            log.info({ deviceId, overMs: now - budget.overSince }, 'device over its publish budget for too long; disconnecting')
+            client.fgReason = 'rate_limited'
+            return done(new Error('publish rate limit exceeded'))
+          }
+          // Over budget: hold the message (aedes stops reading the socket
+          // meanwhile), then carry on. Backpressure, not disconnection.
+          metrics.throttledSeconds.inc(wait / 1000)
+          setTimeout(() => continuePublish(client, deviceId, cls, packet, done), wait)
+          return
+        }
+      }
+      continuePublish(client, deviceId, cls, packet, done)
+    },
+
+    authorizeSubscribe (client: FleetClient, sub: Subscription, done) {
+      const ok = client.fgDeviceId !== undefined
+        ? deviceMaySubscribe(client.fgDeviceId, sub.topic)
+        : client.fgAnonymous === true && anonymousMaySubscribe(sub.topic)
+      if (ok) return done(null, sub)
+      metrics.aclRefusals.inc({ action: 'subscribe' })
+      log.info({ deviceId: client.fgDeviceId, clientId: client.id, filter: sub.topic }, 'subscription refused (0x80)')
+      done(null, null) // SUBACK return code 0x80 for this filter
+    },
+
+    authorizeForward (client: FleetClient, packet) {
+      const ok = client.fgDeviceId !== undefined ? deviceMayReceive(client.fgDeviceId, packet.topic) : anonymousMayReceive(packet.topic)
+      return ok ? packet : null
+    }
+  })
+
+  function continuePublish (client: FleetClient, deviceId: string, cls: TopicClass, packet: PublishPacket, done: (err?: Error | null) => void) {
+      const topic = packet.topic
       if (cls === 'telemetry') telemetryPublishes[packet.qos]!.inc()
       else metrics.publishes.inc({ topic_class: cls, qos: packet.qos })
       metrics.bytesIn.inc(packet.payload.length)
@@ -214,23 +287,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
         log.warn({ deviceId, topic, err: { message: err.message } }, 'device message could not be recorded; no PUBACK')
         done(err)
       })
-    },
-
-    authorizeSubscribe (client: FleetClient, sub: Subscription, done) {
-      const ok = client.fgDeviceId !== undefined
-        ? deviceMaySubscribe(client.fgDeviceId, sub.topic)
-        : client.fgAnonymous === true && anonymousMaySubscribe(sub.topic)
-      if (ok) return done(null, sub)
-      metrics.aclRefusals.inc({ action: 'subscribe' })
-      log.info({ deviceId: client.fgDeviceId, clientId: client.id, filter: sub.topic }, 'subscription refused (0x80)')
-      done(null, null) // SUBACK return code 0x80 for this filter
-    },
-
-    authorizeForward (client: FleetClient, packet) {
-      const ok = client.fgDeviceId !== undefined ? deviceMayReceive(client.fgDeviceId, packet.topic) : anonymousMayReceive(packet.topic)
-      return ok ? packet : null
-    }
-  })
+  }
 
   async function authenticate (client: FleetClient, username: string | undefined, password: Buffer | undefined): Promise<void> {
     if (client.fgEmptyIdPersistent) throw refusal(CONNACK.IDENTIFIER_REJECTED, 'empty client id requires a clean session')
@@ -423,6 +480,12 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   // overflows it and the kernel drops SYNs, turning into seconds of
   // retransmission delay per device.
   const listen = async (server: Server, port: number, name: string) => {
+    if (lim) {
+      // Beyond this, new connections are closed at once (the kernel's
+      // accept never turns into an MQTT client).
+      server.maxConnections = lim.maxConnections
+      server.on('drop', () => metrics.connackRefusals.inc({ code: 'none', reason: 'max connections' }))
+    }
     server.listen({ port, host: opts.host, backlog: opts.listenBacklog ?? 4096 })
     await once(server, 'listening')
     servers.push(server)
@@ -488,6 +551,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       closeP ??= (async () => {
         await stopAccepting()
         clearInterval(windowTimer)
+        gate?.close()
         for (const c of Object.values(clientsOf(aedes))) c.fgReason ??= 'server_shutdown'
         await new Promise<void>((resolve) => aedes.close(() => resolve()))
         metrics.connectedClients.set(0)

@@ -34,6 +34,11 @@ export async function startTestBroker (overrides: Partial<Config> = {}, db?: Tes
     HTTP_PORT: 0,
     PRESENCE_FLUSH_MS: 50,
     ADMIN_TOKEN: TEST_ADMIN_TOKEN,
+    // Tests connect from one address with many deliberate wrong passwords and
+    // flood on purpose: these limits are exercised by test/broker/limits.test.ts.
+    MQTT_AUTH_FAILURE_MAX_DELAY_MS: 0,
+    DEVICE_PUBLISH_MESSAGES_PER_SECOND: 1_000_000,
+    DEVICE_PUBLISH_BYTES_PER_SECOND: 1024 * 1024 * 1024,
     ...overrides
   })
   const log = options.log ?? createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'silent', destination: process.stderr })
