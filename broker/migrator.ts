@@ -61,10 +61,3 @@ export async function migrate (pool: pg.Pool, log: Logger, dir = MIGRATIONS_DIR)
   client.release()
   return applied
 }
-
-/** True when every migration file has been applied (readiness). */
-export async function isSchemaCurrent (pool: pg.Pool, dir = MIGRATIONS_DIR): Promise<boolean> {
-  const migrations = await loadMigrations(dir)
-  const { rows } = await pool.query<{ n: string }>('SELECT count(*) AS n FROM schema_migrations WHERE version = ANY($1::int[])', [migrations.map((m) => m.version)])
-  return Number(rows[0]?.n) === migrations.length
-}

@@ -5,7 +5,7 @@
 // requests on any replica wake up without polling.
 import { randomUUID } from 'node:crypto'
 import type pg from 'pg'
-import { ApiError, notFound } from './api-error.js'
+import { notFound } from './api-error.js'
 import { CHANNELS } from './dispatch.js'
 import { isUuid } from './uuid.js'
 
@@ -50,9 +50,7 @@ export interface CommandStore {
   create (deviceId: string, cmd: NewCommand): Promise<{ command: Command, created: boolean }>
   get (id: string): Promise<Command | undefined>
   list (deviceId: string, limit: number, after?: [string, string]): Promise<Command[]>
-  /** Queued, unexpired commands of a device, oldest first (delivered when it subscribes). */
-  pending (deviceId: string, limit?: number): Promise<Command[]>
-  /** Queued, unexpired commands of many devices (one query), at most `limit` each. */
+  /** Queued, unexpired commands of many devices (one query), oldest first, at most `limit` each (delivered when they subscribe). */
   pendingMany (deviceIds: string[], limit?: number): Promise<Map<string, Command[]>>
   markSent (ids: string[]): Promise<void>
   /** A device's result: completes a queued or sent, unexpired command of that device. */
@@ -111,12 +109,6 @@ export function createCommandStore (pool: pg.Pool): CommandStore {
       return rows.map(toCommand)
     },
 
-    async pending (deviceId, limit = 1000) {
-      const { rows } = await pool.query<Row>(
-        `SELECT * FROM commands WHERE device_id = $1 AND status IN ('queued', 'sent') AND expires_at > now() ORDER BY created_at, id LIMIT $2`, [deviceId, limit])
-      return rows.map(toCommand)
-    },
-
     async pendingMany (deviceIds, limit = 1000) {
       const { rows } = await pool.query<Row>(
         `SELECT c.* FROM unnest($1::text[]) AS d(id)
@@ -158,8 +150,4 @@ export function createCommandStore (pool: pg.Pool): CommandStore {
       return rows.length
     }
   }
-}
-
-export function assertTtl (ttl: number): void {
-  if (!Number.isInteger(ttl) || ttl < 1 || ttl > 30 * 24 * 3600) throw new ApiError(400, 'invalid_request', 'ttlSeconds must be an integer from 1 to 2592000')
 }

@@ -32,9 +32,7 @@ export interface ConfigStore {
   get (deviceId: string): Promise<DeviceConfigState>
   /** Stores a new desired version; `ifVersion` (0 = none yet) makes it conditional (409 on mismatch). */
   setDesired (deviceId: string, config: unknown, ifVersion?: number): Promise<ConfigMessage>
-  /** The latest desired config, for delivery; undefined when none was ever set. */
-  message (deviceId: string): Promise<ConfigMessage | undefined>
-  /** The same for many devices in one query. */
+  /** The latest desired config of many devices (one query), for delivery; absent when none was ever set. */
   messages (deviceIds: string[]): Promise<Map<string, ConfigMessage>>
   /**
    * Records what the device reported applying. Returns undefined when the
@@ -70,12 +68,6 @@ export function createConfigStore (pool: pg.Pool): ConfigStore {
       if (rows[0]) return { version: rows[0].desired_version, config }
       const current = await this.get(deviceId) // 404 when the device does not exist
       throw new ApiError(409, 'version_conflict', `desired config is at version ${current.desired?.version ?? 0}, not ${ifVersion}`)
-    },
-
-    async message (deviceId) {
-      const { rows } = await pool.query<{ desired_version: number, desired_config: unknown }>(
-        'SELECT desired_version, desired_config FROM device_configs WHERE device_id = $1', [deviceId])
-      return rows[0] ? { version: rows[0].desired_version, config: rows[0].desired_config } : undefined
     },
 
     async messages (deviceIds) {

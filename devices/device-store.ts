@@ -40,8 +40,7 @@ export interface DeviceStore {
   list (q: DeviceQuery): Promise<DeviceView[]>
   update (id: string, patch: { name?: string | null, labels?: Record<string, string>, disabled?: boolean }): Promise<DeviceView | undefined>
   remove (id: string): Promise<boolean>
-  credentials (id: string): Promise<DeviceCredentials | undefined>
-  /** Many at once (one query), for batched look-ups. */
+  /** Credentials of many devices in one query (the cache batches look-ups). */
   credentialsMany (ids: string[]): Promise<Map<string, DeviceCredentials>>
   setDisabled (id: string, disabled: boolean): Promise<boolean>
   rotateSecret (id: string): Promise<CreatedDevice | undefined>
@@ -139,13 +138,6 @@ export function createDeviceStore (pool: pg.Pool, opts: DeviceStoreOptions = {})
         throw err
       }
       return { id, secret }
-    },
-
-    async credentials (id) {
-      const { rows } = await pool.query<{ id: string, secret_hash: string, disabled: boolean }>(
-        'SELECT id, secret_hash, disabled_at IS NOT NULL AS disabled FROM devices WHERE id = $1', [id])
-      const row = rows[0]
-      return row ? { id: row.id, secretHash: row.secret_hash, disabled: row.disabled } : undefined
     },
 
     async credentialsMany (ids) {

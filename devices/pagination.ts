@@ -1,6 +1,7 @@
 // Opaque cursors: the sort key of the last item, base64url-encoded JSON.
 // Clients pass them back unchanged; a tampered cursor is a 400, not a 500.
 import { ApiError } from './api-error.js'
+import { UUID_RE } from './uuid.js'
 
 export const MAX_LIMIT = 1000
 export const DEFAULT_LIMIT = 100
@@ -25,6 +26,6 @@ export function decodeCursor (cursor: string | undefined, fields: RegExp[]): str
 export const CURSOR = {
   deviceId: /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$/,
   timestamp: /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}(:?\d{2})?)$/,
-  uuid: /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i,
+  uuid: UUID_RE,
   bigint: /^-?\d{1,19}$/
 }

@@ -1,2 +1,3 @@
 /** A canonical UUID (8-4-4-4-12 hex); anything else is looked up as not found, never cast by PostgreSQL. */
-export const isUuid = (s: string): boolean => /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(s)
+export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+export const isUuid = (s: string): boolean => UUID_RE.test(s)
