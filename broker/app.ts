@@ -26,6 +26,9 @@ import { startMqttBroker, type MqttBroker } from './mqtt-broker.js'
 import { createHttpServer } from './http-server.js'
 import { startChangeFeed } from './change-feed.js'
 import { createDeviceDispatch } from './device-dispatch.js'
+import { createClusterBackend, type ClusterBackend } from './cluster-backend.js'
+import { startClusterDispatch, type ClusterDispatch } from './cluster-dispatch.js'
+import { createBrokerRegistry, type BrokerRegistry } from './broker-registry.js'
 import { createDeviceStore, type DeviceStore } from '../devices/device-store.js'
 import { createCredentialCache } from '../devices/credential-cache.js'
 import { createConfigStore } from '../devices/config-store.js'
@@ -167,6 +170,13 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     cleanups.push(async () => { clearInterval(loopTimer); loopDelay.disable() })
 
     let mqtt: MqttBroker | undefined
+    // Cluster mode: Redis connections are opened now; a replica whose Redis is
+    // away still starts (ingestion needs only PostgreSQL) but is not ready.
+    let cluster: ClusterBackend | undefined
+    if (config.REDIS_URL) {
+      cluster = createClusterBackend(config.REDIS_URL, log.child({ component: 'redis' }))
+      cleanups.push(() => cluster!.close())
+    }
     const http = await createHttpServer({
       log: log.child({ component: 'http' }),
       metrics,
@@ -188,6 +198,8 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
           if (phase === 'starting' || phase === 'migrating') return 'migrations not applied yet'
           if (!mqtt?.listening) return 'MQTT listener not accepting'
           if (writer.degraded) return 'database writes failing'
+          const redis = cluster?.problem()
+          if (redis) return redis
           try { await ping(pool) } catch { return 'database unreachable' }
           return undefined
         }
@@ -202,9 +214,18 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     // ---- schema ----
     phase = 'migrating'
     await migrate(pool, log.child({ component: 'migrator' }))
-    // Single process: nobody is connected before we listen. (Cluster mode,
-    // issue 6, replaces this with per-replica heartbeats.)
-    await pool.query('UPDATE devices SET online = false WHERE online')
+    // Presence of replicas that died without shutting down expires through
+    // heartbeats (broker-registry.ts); no replica resets the whole fleet.
+    const registry: BrokerRegistry = createBrokerRegistry({
+      pool,
+      brokerId,
+      heartbeatMs: config.BROKER_HEARTBEAT_MS,
+      expiryMs: config.BROKER_EXPIRY_MS,
+      log: log.child({ component: 'registry' }),
+      onSwept: (n) => metrics.presenceExpired.inc(n)
+    })
+    await registry.start()
+    cleanups.push(() => registry.close())
     const retention = createTelemetryRetention({
       pool,
       retentionDays: config.TELEMETRY_RETENTION_DAYS,
@@ -263,11 +284,26 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       presence,
       sessions,
       metrics,
+      mq: cluster?.mq,
+      persistence: cluster?.persistence,
       log: log.child({ component: 'mqtt' })
     })
     const broker = mqtt
     if (config.MQTT_WS_ENABLED) broker.attachWebSocket(http.server, config.MQTT_WS_PATH)
-    dispatch = createDeviceDispatch(broker.aedes, (kind) => metrics.deliveries.inc({ kind }))
+    const localDispatch = createDeviceDispatch(broker.aedes, (kind) => metrics.deliveries.inc({ kind }))
+    let clusterDispatch: ClusterDispatch | undefined
+    if (cluster) {
+      clusterDispatch = startClusterDispatch({
+        local: localDispatch,
+        pub: cluster.pub,
+        sub: cluster.sub,
+        brokerId,
+        timeoutMs: config.CLUSTER_DISPATCH_TIMEOUT_MS,
+        log: log.child({ component: 'cluster-dispatch' }),
+        onRemote: (outcome, n) => metrics.clusterDispatch.inc({ outcome }, n)
+      })
+    }
+    dispatch = clusterDispatch ?? localDispatch
     rollouts.start()
     // Commands past their TTL expire even if nobody asks (one UPDATE a second).
     let expiring = false
@@ -309,10 +345,13 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       clearInterval(expiry)
       await step('stop rollouts', () => rollouts.close())
       await step('stop retention', () => retention.close())
+      if (clusterDispatch) await step('stop cluster dispatch', () => clusterDispatch!.close())
       // 3. Disconnect clients.
       await step('close broker', () => broker.close())
+      if (cluster) await step('close redis', () => cluster!.close())
       // 4. Their offline state, then the HTTP server and the pool.
       await step('flush presence', () => withTimeout(presence.close(), 2000))
+      await step('deregister', () => registry.close())
       await step('close http', () => http.close())
       await step('close change feed', () => changeFeed.close())
       await step('end pool', () => pool.end())

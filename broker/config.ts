@@ -59,6 +59,13 @@ export const ConfigSchema = Type.Object({
   AUTH_CACHE_TTL_MS: Int({ default: 30_000, minimum: 0, maximum: 3_600_000, description: 'How long a verified device credential is cached.' }),
   AUTH_CACHE_MAX: Int({ default: 200_000, minimum: 0, maximum: 10_000_000, description: 'Most cached credentials.' }),
   PRESENCE_FLUSH_MS: Int({ default: 1000, minimum: 10, maximum: 60_000, description: 'Presence changes (online, last seen) are written in one batch this often.' }),
+  REDIS_URL: Type.Optional(Type.String({
+    pattern: '^rediss?://',
+    description: 'Cluster mode: replicas share MQTT routing (mqemitter-redis), sessions (aedes-persistence-redis) and control-plane dispatch through this Redis. Unset: one process, all in memory.'
+  })),
+  CLUSTER_DISPATCH_TIMEOUT_MS: Int({ default: 2000, minimum: 100, maximum: 60_000, description: 'Cluster mode: how long a config or command sent to a device on another replica waits for that replica to answer.' }),
+  BROKER_HEARTBEAT_MS: Int({ default: 5000, minimum: 100, maximum: 600_000, description: 'How often each replica records that it is alive (PostgreSQL table brokers).' }),
+  BROKER_EXPIRY_MS: Int({ default: 30_000, minimum: 300, maximum: 3_600_000, description: 'A replica silent this long is presumed dead: its devices are set offline (must exceed 2 × BROKER_HEARTBEAT_MS).' }),
   ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16, description: 'The first operator token (all scopes). Unset: only API tokens created with `npm run -s token:create` work.' })),
   API_RATE_LIMIT_PER_MINUTE: Int({ default: 6000, minimum: 1, maximum: 10_000_000, description: 'REST requests per minute per operator token (429 beyond).' }),
   COMMAND_MAX_WAIT_SECONDS: Int({ default: 60, minimum: 0, maximum: 3600, description: 'Longest waitSeconds accepted on GET /v1/commands/{id}.' }),
@@ -99,7 +106,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
     const lines = errors.map((e) => {
       const key = e.path.replace(/^\//, '')
       // A connection URL may carry a password: never echo it.
-      const got = key === 'DATABASE_URL' || key === 'ADMIN_TOKEN' ? '[redacted]' : JSON.stringify((withDefaults as Record<string, unknown>)[key])
+      const got = key === 'DATABASE_URL' || key === 'ADMIN_TOKEN' || key === 'REDIS_URL' ? '[redacted]' : JSON.stringify((withDefaults as Record<string, unknown>)[key])
       return `${key}: ${e.message} (got ${got})`
     })
     throw new ConfigError(`invalid configuration:\n  ${[...new Set(lines)].join('\n  ')}`)
@@ -109,6 +116,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
   if (config.MQTT_TLS_ENABLED && (!config.MQTT_TLS_KEY_FILE || !config.MQTT_TLS_CERT_FILE)) problems.push('MQTT_TLS_KEY_FILE and MQTT_TLS_CERT_FILE: required when MQTT_TLS_ENABLED=true')
   if (config.MQTT_TLS_CLIENT_CERT !== 'off' && !config.MQTT_TLS_CA_FILE) problems.push(`MQTT_TLS_CA_FILE: required when MQTT_TLS_CLIENT_CERT=${config.MQTT_TLS_CLIENT_CERT}`)
   if (!config.MQTT_TLS_PASSWORD_AUTH && config.MQTT_TLS_CLIENT_CERT !== 'required') problems.push('MQTT_TLS_PASSWORD_AUTH=false needs MQTT_TLS_CLIENT_CERT=required (something must identify the device)')
+  if (config.BROKER_EXPIRY_MS <= 2 * config.BROKER_HEARTBEAT_MS) problems.push(`BROKER_EXPIRY_MS: must exceed 2 × BROKER_HEARTBEAT_MS (${2 * config.BROKER_HEARTBEAT_MS}), or a live replica's devices may be set offline (got ${config.BROKER_EXPIRY_MS})`)
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`)
   if (config.DB_POOL_MAX <= config.INGEST_WRITERS) {
     throw new ConfigError(`invalid configuration:\n  DB_POOL_MAX: must be greater than INGEST_WRITERS (${config.INGEST_WRITERS}) so the control plane keeps a connection (got ${config.DB_POOL_MAX})`)

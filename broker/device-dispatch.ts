@@ -1,15 +1,19 @@
 // DeviceDispatch on this process's aedes: a message for a device is published
 // on its own topic (only that device may subscribe there, see topic-acl.ts).
-// Cluster mode (issue 6) routes the same calls across replicas.
+// In cluster mode cluster-dispatch.ts wraps it to reach other replicas.
 import type { Aedes, Client } from 'aedes'
-import type { DeviceDispatch } from '../devices/dispatch.js'
+import type { LocalDispatch } from './cluster-dispatch.js'
 import { coversCommands, coversConfig } from '../devices/device-sessions.js'
 
 type Clients = Record<string, Client & { subscriptions: Record<string, unknown> }>
 
-export function createDeviceDispatch (aedes: Aedes, onDelivered?: (kind: 'config' | 'command') => void): DeviceDispatch {
+export function createDeviceDispatch (aedes: Aedes, onDelivered?: (kind: 'config' | 'command') => void): LocalDispatch {
   const clients = () => (aedes as unknown as { clients: Clients }).clients
   return {
+    has (deviceId) {
+      const client = clients()[deviceId]
+      return client !== undefined && client.connected
+    },
     async deliver (deviceId, topic, payload) {
       const client = clients()[deviceId]
       if (!client || !client.connected) return false

@@ -98,6 +98,9 @@ export interface MqttBrokerOptions {
   }
   /** The control plane's side of device sessions (config, commands). */
   sessions?: DeviceSessions
+  /** Cluster mode: shared routing and session store (cluster-backend.ts); default in memory. */
+  mq?: unknown
+  persistence?: unknown
   metrics: Metrics
   log: Logger
 }
@@ -164,6 +167,8 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
 
   const aedes = await Aedes.createBroker({
     id: opts.brokerId,
+    ...(opts.mq ? { mq: opts.mq as never } : {}),
+    ...(opts.persistence ? { persistence: opts.persistence as never } : {}),
     connectTimeout: opts.connectTimeoutMs,
     // A client that does not read its socket is disconnected after this,
     // instead of queueing deliveries for it without bound.
@@ -553,7 +558,13 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
         clearInterval(windowTimer)
         gate?.close()
         for (const c of Object.values(clientsOf(aedes))) c.fgReason ??= 'server_shutdown'
-        await new Promise<void>((resolve) => aedes.close(() => resolve()))
+        // aedes closes every client, then its mqemitter; with Redis gone the
+        // latter never calls back, so it is not waited for beyond 5 s (the
+        // cluster backend then drops its connections).
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, 5000)
+          aedes.close(() => { clearTimeout(timer); resolve() })
+        })
         metrics.connectedClients.set(0)
       })()
       return closeP

@@ -32,13 +32,23 @@ export interface PresenceTrackerOptions {
   onFlush? (ok: boolean): void
 }
 
+// With several replicas a device may move: it connects to B while A still
+// has its disconnect (or even its connect) waiting to be flushed. So a
+// replica takes a device over only with a connection at least as new as the
+// recorded one, and sets it offline only while it is still the recorded
+// owner (broker_id); last-seen only ever moves forward. (Replicas' clocks
+// are compared only when two of them claim the device at once.)
+const TAKES = `(u.online AND u.connected IS NOT NULL
+                AND (NOT d.online OR d.connected_at IS NULL OR to_timestamp(u.connected / 1000.0) >= d.connected_at))`
 const UPDATE_PRESENCE = {
   name: 'fleetgate_update_presence',
   text: `UPDATE devices AS d SET
-           online = coalesce(u.online, d.online),
-           connected_at = coalesce(to_timestamp(u.connected / 1000.0), d.connected_at),
-           last_seen_at = greatest(d.last_seen_at, to_timestamp(u.seen / 1000.0)),
-           broker_id = CASE WHEN u.online THEN $5 ELSE d.broker_id END
+           online = CASE WHEN ${TAKES} THEN true
+                         WHEN u.online = false AND d.broker_id IS NOT DISTINCT FROM $5 THEN false
+                         ELSE d.online END,
+           connected_at = CASE WHEN ${TAKES} THEN to_timestamp(u.connected / 1000.0) ELSE d.connected_at END,
+           broker_id = CASE WHEN ${TAKES} THEN $5 ELSE d.broker_id END,
+           last_seen_at = greatest(d.last_seen_at, to_timestamp(u.seen / 1000.0))
          FROM unnest($1::text[], $2::bool[], $3::float8[], $4::float8[]) AS u(id, online, connected, seen)
          WHERE d.id = u.id`
 }

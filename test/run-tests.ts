@@ -1,7 +1,7 @@
 // `npm test`: one real PostgreSQL for the whole run (embedded, in a temporary
 // directory, or TEST_DATABASE_URL), a migrated template database that each
 // test file clones (test/helpers/database.ts), then ava.
-import { spawn } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -11,6 +11,23 @@ import { startEmbeddedPostgres } from '../broker/embedded-postgres.js'
 import { createPool } from '../broker/database-pool.js'
 import { migrate } from '../broker/migrator.js'
 import { TEMPLATE_DB, withDatabaseName } from './helpers/database.js'
+
+// The cluster tests need a real redis-server. On a fresh Debian machine as
+// root (as in CI) it is installed here; otherwise the run stops saying how.
+function hasRedisServer (): boolean {
+  return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0
+}
+if (!hasRedisServer()) {
+  const canInstall = process.getuid?.() === 0 && spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status === 0
+  if (canInstall) {
+    console.error('redis-server not found: installing the Debian package redis-server for the cluster tests…')
+    spawnSync('sh', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server'], { stdio: 'inherit' })
+  }
+  if (!hasRedisServer()) {
+    console.error('The cluster tests need redis-server on the PATH (Debian/Ubuntu: apt-get install redis-server; macOS: brew install redis).')
+    process.exit(2)
+  }
+}
 
 const log = createLogger({ level: process.env.TEST_LOG_LEVEL ?? 'warn', destination: process.stderr })
 let dir: string | undefined

@@ -73,7 +73,7 @@ test('SIGTERM shuts the process down in order and exits 0', async (t) => {
   const { code, out } = await runMain({ DATABASE_URL: db.url }, 'SIGTERM')
   t.is(code, 0, out)
   const steps = [...out.matchAll(/"step":"([^"]+)"/g)].map((m) => m[1])
-  t.deepEqual(steps, ['stop accepting', 'drain ingest', 'stop rollouts', 'stop retention', 'close broker', 'flush presence', 'close http', 'close change feed', 'end pool'])
+  t.deepEqual(steps, ['stop accepting', 'drain ingest', 'stop rollouts', 'stop retention', 'close broker', 'flush presence', 'deregister', 'close http', 'close change feed', 'end pool'])
   await db.drop()
 })
 

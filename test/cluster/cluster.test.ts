@@ -1,0 +1,176 @@
+// Issue 6: two (and three) broker processes sharing one PostgreSQL and one
+// real redis-server, as replicas behind a load balancer would.
+import test from 'ava'
+import mqtt, { type MqttClient } from 'mqtt'
+import pg from 'pg'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { createTestDatabase, type TestDatabase } from '../helpers/database.js'
+import { startTestRedis, type TestRedis } from '../helpers/redis.js'
+import { startBrokerProcess, type BrokerProcess } from '../helpers/broker-process.js'
+import { waitFor } from '../helpers/wait.js'
+import { T0 } from '../helpers/time.js'
+
+let db: TestDatabase
+let redis: TestRedis
+let a: BrokerProcess
+let b: BrokerProcess
+let sql: pg.Pool
+const clients: MqttClient[] = []
+
+const clusterEnv = () => ({
+  DATABASE_URL: db.url,
+  REDIS_URL: redis.url,
+  PRESENCE_FLUSH_MS: '50',
+  BROKER_HEARTBEAT_MS: '200',
+  BROKER_EXPIRY_MS: '1500'
+})
+
+test.before(async () => {
+  db = await createTestDatabase()
+  redis = await startTestRedis()
+  sql = new pg.Pool({ connectionString: db.url, max: 2 })
+  ;[a, b] = await Promise.all([startBrokerProcess(clusterEnv()), startBrokerProcess(clusterEnv())])
+  await Promise.all([a.ready(), b.ready()])
+})
+
+test.after.always(async () => {
+  for (const c of clients) c.end(true)
+  await Promise.all([a?.kill(), b?.kill()])
+  await sql?.end()
+  await redis?.close()
+})
+
+async function register (on: BrokerProcess, id: string, labels: Record<string, string> = {}): Promise<string> {
+  const res = await on.api('POST', '/v1/devices', { id, labels })
+  if (res.status !== 201) throw new Error(`register ${id}: ${res.status} ${JSON.stringify(res.body)}`)
+  return (res.body as { secret: string }).secret
+}
+
+interface Device { client: MqttClient, messages: Array<{ topic: string, body: any }> } // eslint-disable-line @typescript-eslint/no-explicit-any
+
+async function connect (to: BrokerProcess, id: string, secret: string, opts: mqtt.IClientOptions = {}): Promise<Device> {
+  const client = await mqtt.connectAsync(to.mqttUrl, { clientId: id, username: id, password: secret, reconnectPeriod: 0, connectTimeout: 5000, ...opts })
+  client.on('error', () => {})
+  clients.push(client)
+  const messages: Device['messages'] = []
+  client.on('message', (topic, payload) => messages.push({ topic, body: JSON.parse(payload.toString()) }))
+  return { client, messages }
+}
+
+async function presence (id: string): Promise<{ online: boolean, broker_id: string | null }> {
+  const { rows } = await sql.query<{ online: boolean, broker_id: string | null }>('SELECT online, broker_id FROM devices WHERE id = $1', [id])
+  return rows[0]!
+}
+
+test.serial('a config push, a command and a rollout issued on one replica reach a device on the other, exactly once', async (t) => {
+  const secret = await register(a, 'xr-1', { site: 'xr' })
+  const dev = await connect(a, 'xr-1', secret)
+  await dev.client.subscribeAsync(['devices/xr-1/config', 'devices/xr-1/commands/+'], { qos: 1 })
+
+  const put = await b.api('PUT', '/v1/devices/xr-1/config', { config: { interval: 5 } })
+  t.is(put.status, 200)
+  t.true(put.body.delivered, 'replica B reports the push delivered through replica A')
+  await waitFor(() => dev.messages.some((m) => m.topic === 'devices/xr-1/config' && m.body.version === 1), { what: 'config v1 on the device' })
+
+  const cmd = await b.api('POST', '/v1/devices/xr-1/commands', { name: 'reboot' })
+  t.is(cmd.status, 202)
+  t.is(cmd.body.status, 'sent', 'the command was handed to the device across replicas')
+  await waitFor(() => dev.messages.some((m) => m.topic === `devices/xr-1/commands/${cmd.body.id}`), { what: 'command on the device' })
+  // The device answers on its own replica; the waiting request on B sees it.
+  const waiting = b.api('GET', `/v1/commands/${cmd.body.id}?waitSeconds=10`)
+  await dev.client.publishAsync(`devices/xr-1/commands/${cmd.body.id}/result`, JSON.stringify({ status: 'succeeded', result: { ok: true } }), { qos: 1 })
+  t.is((await waiting).body.status, 'succeeded')
+
+  // A rollout started on A covers a device on A and one on B.
+  const secret2 = await register(b, 'xr-2', { site: 'xr' })
+  const dev2 = await connect(b, 'xr-2', secret2)
+  await dev2.client.subscribeAsync('devices/xr-2/config', { qos: 1 })
+  await waitFor(async () => (await presence('xr-2')).online, { what: 'xr-2 online' })
+  const rollout = await a.api('POST', '/v1/rollouts', { selector: 'site=xr', config: { interval: 60 } })
+  t.is(rollout.status, 201)
+  await waitFor(() => dev2.messages.some((m) => m.topic === 'devices/xr-2/config' && m.body.config.interval === 60), { what: 'rollout config on xr-2 (replica B)' })
+  await waitFor(() => dev.messages.some((m) => m.topic === 'devices/xr-1/config' && m.body.config.interval === 60), { what: 'rollout config on xr-1 (replica A)' })
+
+  // Exactly once: no replica delivered a second copy.
+  await sleep(500)
+  const count = (d: Device, topic: string, pred: (b: any) => boolean) => d.messages.filter((m) => m.topic === topic && pred(m.body)).length // eslint-disable-line @typescript-eslint/no-explicit-any
+  t.is(count(dev, 'devices/xr-1/config', (m) => m.version === 1), 1)
+  t.is(count(dev, `devices/xr-1/commands/${cmd.body.id}`, () => true), 1)
+  t.is(count(dev, 'devices/xr-1/config', (m) => m.config.interval === 60), 1)
+  t.is(count(dev2, 'devices/xr-2/config', (m) => m.config.interval === 60), 1)
+
+  // Disabling a device on B disconnects it from A at once.
+  const closed = new Promise<void>((resolve) => dev.client.once('close', () => resolve()))
+  t.is((await b.api('PATCH', '/v1/devices/xr-1', { disabled: true })).status, 200)
+  await closed
+  t.pass()
+})
+
+test.serial('a persistent session resumes on the other replica and a take-over closes the old connection', async (t) => {
+  const secret = await register(a, 'sess-1')
+  const first = await connect(a, 'sess-1', secret, { clean: false })
+  await first.client.subscribeAsync('devices/sess-1/commands/+', { qos: 1 })
+  await first.client.endAsync()
+  // Queued while the device is offline: delivered when the session resumes.
+  const cmd = await a.api('POST', '/v1/devices/sess-1/commands', { name: 'sync' })
+  t.is(cmd.body.status, 'queued')
+
+  const second = await mqtt.connectAsync(b.mqttUrl, { clientId: 'sess-1', username: 'sess-1', password: secret, clean: false, reconnectPeriod: 0 })
+  clients.push(second)
+  const got: string[] = []
+  second.on('message', (topic) => got.push(topic))
+  // No SUBSCRIBE here: the subscription comes from the shared session store.
+  await waitFor(() => got.includes(`devices/sess-1/commands/${cmd.body.id}`), { what: 'queued command after resuming on B' })
+
+  // Take-over: the same id on A closes B's connection.
+  const closedOnB = new Promise<void>((resolve) => second.once('close', () => resolve()))
+  const third = await connect(a, 'sess-1', secret, { clean: false })
+  await closedOnB
+  t.true(third.client.connected)
+  await waitFor(async () => { const p = await presence('sess-1'); return p.online ? p : undefined }, { what: 'online after take-over' })
+  // The old connection's disconnect (on B) must not flip the device offline.
+  await sleep(300)
+  t.true((await presence('sess-1')).online)
+})
+
+test.serial('a Redis outage: not ready, telemetry still stored, and recovery without a restart', async (t) => {
+  const secret = await register(a, 'rd-1')
+  const dev = await connect(a, 'rd-1', secret)
+  await redis.kill()
+  await waitFor(async () => (await a.notReadyReason())?.includes('redis'), { what: 'A not ready while Redis is down' })
+  t.regex((await b.notReadyReason()) ?? '', /redis/)
+  // Connected devices keep publishing; each PUBACK means stored.
+  for (let n = 0; n < 20; n++) await dev.client.publishAsync('devices/rd-1/telemetry', JSON.stringify({ ts: T0 + n, n }), { qos: 1 })
+  const { rows } = await sql.query<{ n: number }>("SELECT count(*)::int AS n FROM telemetry WHERE device_id = 'rd-1'")
+  t.is(rows[0]!.n, 20)
+
+  await redis.start()
+  await Promise.all([a.ready(20_000), b.ready(20_000)])
+  // Cross-replica dispatch works again.
+  await dev.client.subscribeAsync('devices/rd-1/config', { qos: 1 })
+  const got: unknown[] = []
+  dev.client.on('message', (topic, payload) => { if (topic === 'devices/rd-1/config') got.push(JSON.parse(payload.toString())) })
+  const put = await waitFor(async () => { const r = await b.api('PUT', '/v1/devices/rd-1/config', { config: { after: 'outage' } }); return r.body.delivered ? r : undefined }, { what: 'push after recovery' })
+  t.true(put.body.delivered)
+  await waitFor(() => got.length > 0, { what: 'config delivered after recovery' })
+})
+
+test.serial('a replica killed with SIGKILL does not leave its devices online', async (t) => {
+  const c = await startBrokerProcess(clusterEnv())
+  try {
+    await c.ready()
+    const s1 = await register(a, 'kill-1'); const s2 = await register(a, 'kill-2')
+    await connect(c, 'kill-1', s1)
+    await connect(b, 'kill-2', s2)
+    await waitFor(async () => (await presence('kill-1')).online && (await presence('kill-2')).online, { what: 'both online' })
+    await c.kill('SIGKILL')
+    const t0 = Date.now()
+    await waitFor(async () => !(await presence('kill-1')).online, { timeoutMs: 10_000, what: 'kill-1 offline after its replica died' })
+    t.log(`offline ${Date.now() - t0} ms after SIGKILL (expiry 1500 ms, heartbeat 200 ms)`)
+    t.true((await presence('kill-2')).online, 'devices of live replicas stay online')
+    const { rows } = await sql.query('SELECT id FROM brokers')
+    t.is(rows.length, 2, 'the dead replica is removed from the registry')
+  } finally {
+    await c.kill('SIGKILL')
+  }
+})

@@ -1,0 +1,75 @@
+// A broker in its own process (node broker/main.ts), for tests that kill it
+// (SIGKILL) or run several replicas side by side as in production.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { freePort } from '../../broker/embedded-postgres.js'
+import { waitFor } from './wait.js'
+
+export const PROCESS_ADMIN_TOKEN = 'process-test-admin-token-123'
+
+export interface BrokerProcess {
+  readonly mqttUrl: string
+  readonly mqttPort: number
+  readonly httpPort: number
+  readonly proc: ChildProcess
+  /** Resolves once /readyz answers 200. */
+  ready (timeoutMs?: number): Promise<void>
+  /** /readyz: undefined when ready, else the reason given. */
+  notReadyReason (): Promise<string | undefined>
+  api (method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number, body: any }> // eslint-disable-line @typescript-eslint/no-explicit-any
+  kill (signal?: NodeJS.Signals): Promise<void>
+}
+
+export async function startBrokerProcess (env: Record<string, string>): Promise<BrokerProcess> {
+  const mqttPort = await freePort(); const httpPort = await freePort()
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'broker/main.ts'], {
+    env: {
+      ...process.env,
+      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+      MQTT_HOST: '127.0.0.1',
+      HTTP_HOST: '127.0.0.1',
+      MQTT_PORT: String(mqttPort),
+      HTTP_PORT: String(httpPort),
+      ADMIN_TOKEN: PROCESS_ADMIN_TOKEN,
+      MQTT_AUTH_FAILURE_MAX_DELAY_MS: '0',
+      ...env
+    },
+    stdio: ['ignore', 'ignore', 'inherit']
+  })
+  const base = `http://127.0.0.1:${httpPort}`
+  const self: BrokerProcess = {
+    mqttUrl: `mqtt://127.0.0.1:${mqttPort}`,
+    mqttPort,
+    httpPort,
+    proc,
+    async ready (timeoutMs = 30_000) {
+      await waitFor(async () => {
+        if (proc.exitCode !== null) throw new Error(`broker exited with ${proc.exitCode}`)
+        return (await fetch(`${base}/readyz`)).ok
+      }, { timeoutMs, what: `broker on ${httpPort} ready`, intervalMs: 50 })
+    },
+    async notReadyReason () {
+      const res = await fetch(`${base}/readyz`)
+      if (res.ok) return undefined
+      const body = await res.json() as { reason?: string }
+      return body.reason ?? String(res.status)
+    },
+    async api (method, path, body, headers = {}) {
+      const res = await fetch(`${base}${path}`, {
+        method,
+        headers: { authorization: `Bearer ${PROCESS_ADMIN_TOKEN}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+        ...(body !== undefined ? { body: JSON.stringify(body) } : {})
+      })
+      const text = await res.text()
+      let parsed: unknown = text
+      try { parsed = JSON.parse(text) } catch {}
+      return { status: res.status, body: parsed }
+    },
+    async kill (signal = 'SIGTERM') {
+      if (proc.exitCode !== null || proc.signalCode !== null) return
+      proc.kill(signal)
+      await once(proc, 'exit')
+    }
+  }
+  return self
+}
