@@ -275,6 +275,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       brokerId,
       allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
       connectTimeoutMs: config.MQTT_CONNECT_TIMEOUT_MS,
+      maxPacketBytes: config.MQTT_MAX_PACKET_BYTES,
       telemetryMaxBytes: config.TELEMETRY_MAX_BYTES,
       telemetryMaxReadings: config.TELEMETRY_MAX_READINGS,
       telemetryRetentionDays: config.TELEMETRY_RETENTION_DAYS,

@@ -41,6 +41,7 @@ export const ConfigSchema = Type.Object({
   MQTT_DRAIN_TIMEOUT_MS: Int({ default: 30_000, minimum: 0, maximum: 3_600_000, description: 'A client that does not read its socket this long is disconnected (slow subscribers; 0: never).' }),
   MQTT_LISTEN_BACKLOG: Int({ default: 4096, minimum: 1, maximum: 65535, description: 'TCP accept queue of the MQTT listener (capped by net.core.somaxconn); too small drops SYNs in reconnect storms.' }),
   MQTT_ALLOW_ANONYMOUS: Bool(false, 'Development only: clients without credentials may connect and use topics outside devices/.'),
+  MQTT_MAX_PACKET_BYTES: Int({ default: 1024 * 1024, minimum: 1024, maximum: 268_435_455, description: 'Largest MQTT packet (remaining length); a larger one closes the connection as soon as its header is read, before its body is buffered.' }),
   MQTT_CONNECT_TIMEOUT_MS: Int({ default: 10_000, minimum: 100, maximum: 600_000, description: 'Time a new TCP connection has to send CONNECT.' }),
   TELEMETRY_MAX_BYTES: Int({ default: 256 * 1024, minimum: 64, maximum: 64 * 1024 * 1024, description: 'Largest telemetry payload accepted; larger ones are dead-lettered.' }),
   TELEMETRY_MAX_READINGS: Int({ default: 1000, minimum: 1, maximum: 100_000, description: 'Most readings (array elements) in one telemetry message.' }),

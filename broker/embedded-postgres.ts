@@ -125,7 +125,8 @@ export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Pro
       password,
       authMethod: 'scram-sha-256',
       persistent: true,
-      createPostgresUser: true,
+      // Only root must (and only root can) create the unprivileged postgres user.
+      createPostgresUser: userInfo().uid === 0,
       initdbFlags: ['--encoding=UTF8', '--no-sync'],
       onLog: (m: string) => log.debug({ initdb: m.trim() }),
       onError: (e: unknown) => log.error({ err: e }, 'initdb failed')

@@ -11,6 +11,7 @@ import type { Server as HttpServer, IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, createWebSocketStream } from 'ws'
 import { once } from 'node:events'
+import { limitPacketSize } from './packet-size-limit.js'
 import { Aedes, type Client, type AuthenticateError, type PublishPacket, type Subscription } from 'aedes'
 import type { IngestQueue } from './ingest-queue.js'
 import type { Logger } from './logger.js'
@@ -98,6 +99,8 @@ export interface MqttBrokerOptions {
   }
   /** The control plane's side of device sessions (config, commands). */
   sessions?: DeviceSessions
+  /** Largest MQTT packet accepted (remaining length); larger closes the connection unread. */
+  maxPacketBytes?: number
   /** Cluster mode: shared routing and session store (cluster-backend.ts); default in memory. */
   mq?: unknown
   persistence?: unknown
@@ -499,7 +502,17 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     log.info({ host: opts.host, port: actual, listener: name }, 'MQTT listener ready')
     return actual
   }
-  const port = opts.tcp === false ? 0 : await listen(createServer(aedes.handle), opts.port, 'tcp')
+  const maxPacketBytes = opts.maxPacketBytes ?? 268_435_455
+  const handle = (conn: Duplex, req?: IncomingMessage) => {
+    const client = (aedes.handle as (c: Duplex, r?: IncomingMessage) => FleetClient)(conn, req)
+    limitPacketSize(client, maxPacketBytes, (cmd, bytes) => {
+      client.fgReason = 'packet_too_large'
+      metrics.oversizedPackets.inc()
+      log.info({ clientId: client.id, remote: client.fgRemote ?? (conn as Socket).remoteAddress, cmd, bytes, max: maxPacketBytes }, 'packet too large; connection closed')
+    })
+    return client
+  }
+  const port = opts.tcp === false ? 0 : await listen(createServer(handle), opts.port, 'tcp')
   let tlsPort: number | undefined
   if (opts.tls) {
     const t = opts.tls
@@ -511,7 +524,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       requestCert: t.clientCert !== 'off',
       // 'required': the handshake fails without a certificate the CA signed.
       rejectUnauthorized: t.clientCert === 'required'
-    }, aedes.handle)
+    }, handle)
     tlsServer.on('tlsClientError', (err) => {
       metrics.connackRefusals.inc({ code: 'tls', reason: 'handshake failed' })
       log.info({ err: err.message }, 'TLS handshake refused')
@@ -538,14 +551,15 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     port,
     tlsPort,
     attachWebSocket (server, path) {
-      wss = new WebSocketServer({ noServer: true, maxPayload: 64 * 1024 * 1024 })
+      // A WebSocket frame never needs to be larger than the largest packet (plus its header).
+      wss = new WebSocketServer({ noServer: true, maxPayload: maxPacketBytes + 5 })
       const ws = wss
       server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         if (!listening || (req.url ?? '').split('?')[0] !== path) { socket.destroy(); return }
         ws.handleUpgrade(req, socket, head, (client) => {
           const stream = createWebSocketStream(client)
           stream.on('error', () => stream.destroy())
-          aedes.handle(stream as unknown as Socket, req)
+          handle(stream, req)
         })
       })
       log.info({ path }, 'MQTT over WebSocket ready')

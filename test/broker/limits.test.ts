@@ -4,6 +4,8 @@ import type { MqttClient } from 'mqtt'
 import { startTestBroker, connectDevice, connackCode } from '../helpers/broker.js'
 import { waitFor } from '../helpers/wait.js'
 import { T0 } from '../helpers/time.js'
+import { createConnection } from 'node:net'
+import mqttPacket, { type Packet } from 'mqtt-packet'
 import { createConnectGate, createAuthFailures, createPublishBudget } from '../../broker/connection-limits.js'
 
 async function metric (b: Awaited<ReturnType<typeof startTestBroker>>, name: string, labels: Record<string, string> = {}) {
@@ -85,6 +87,41 @@ test('a device over its publish budget is slowed down, loses nothing, and is dis
   t.pass()
   f.end(true)
   await strict.close(); await strict.db.drop()
+})
+
+test('a packet over MQTT_MAX_PACKET_BYTES closes the connection before its body is read, with or without CONNECT', async (t) => {
+  const max = 64 * 1024
+  const b = await startTestBroker({ MQTT_MAX_PACKET_BYTES: max, TELEMETRY_MAX_BYTES: max })
+  const d = await b.app.devices.create({ id: 'big-1' })
+  const ok = await b.app.devices.create({ id: 'big-ok' })
+  const good = await connectDevice(b.url, ok.id, ok.secret)
+  // Remaining length as MQTT's variable-length integer.
+  const header = (type: number, length: number) => {
+    const bytes = [type]
+    do { let byte = length % 128; length = Math.floor(length / 128); if (length > 0) byte |= 128; bytes.push(byte) } while (length > 0)
+    return Buffer.from(bytes)
+  }
+  const closedAfter = (chunks: Buffer[]) => new Promise<{ closed: boolean, sentBytes: number }>((resolve) => {
+    const socket = createConnection(b.app.mqttPort, '127.0.0.1')
+    let sentBytes = 0
+    const timer = setTimeout(() => { socket.destroy(); resolve({ closed: false, sentBytes }) }, 3000)
+    socket.on('error', () => {})
+    socket.on('close', () => { clearTimeout(timer); resolve({ closed: true, sentBytes }) })
+    socket.on('connect', () => { for (const c of chunks) { socket.write(c); sentBytes += c.length } })
+  })
+  // A CONNECT declaring 200 MB, followed by 10 KiB of it: closed at once.
+  const hugeConnect = await closedAfter([header(0x10, 200 * 1024 * 1024), Buffer.alloc(10 * 1024)])
+  t.true(hugeConnect.closed, 'an oversized CONNECT closes the connection')
+  // An authenticated device declaring a 2 MiB PUBLISH, sending only 100 KiB of it.
+  const connect = mqttPacket.generate({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clean: true, clientId: d.id, username: d.id, password: Buffer.from(d.secret), keepalive: 30 } as Packet)
+  const hugePublish = await closedAfter([connect, header(0x32, 2 * 1024 * 1024), Buffer.alloc(100 * 1024)])
+  t.true(hugePublish.closed, 'an oversized PUBLISH closes the connection although its body never arrived')
+  t.is(await metric(b, 'fleetgate_mqtt_oversized_packets_total'), 2)
+  // Within the limit all is well, and the neighbour was never disturbed.
+  await good.publishAsync('devices/big-ok/telemetry', JSON.stringify({ ts: T0, pad: 'x'.repeat(max - 1000) }), { qos: 1 })
+  t.true(good.connected)
+  await good.endAsync()
+  await b.close(); await b.db.drop()
 })
 
 test('limit primitives: token bucket order, failure back-off and forgetting, budgets', (t) => {
