@@ -472,6 +472,11 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   aedes.on('clientReady', (client: FleetClient) => deliverWaiting(client, Object.keys((client as unknown as { subscriptions: object }).subscriptions)))
   aedes.on('keepaliveTimeout', (client: FleetClient) => { client.fgReason = 'keepalive_timeout' })
   aedes.on('clientError', (client: FleetClient, err: Error) => {
+    // aedes destroys a connection whose socket stayed full MQTT_DRAIN_TIMEOUT_MS.
+    if (err.message === 'drain timeout' && client.fgReason === undefined) {
+      client.fgReason = 'slow_consumer'
+      log.info({ clientId: client.id, remote: client.fgRemote }, 'client did not read its socket in time; disconnected (slow consumer)')
+    }
     client.fgReason ??= 'error'
     log.debug({ clientId: client.id, err: err.message }, 'client error')
   })

@@ -21,7 +21,9 @@ export interface BrokerProcess {
 }
 
 export async function startBrokerProcess (env: Record<string, string>): Promise<BrokerProcess> {
-  const mqttPort = await freePort(); const httpPort = await freePort()
+  // Given ports are kept (a restart on the same address); otherwise free ones.
+  const mqttPort = env.MQTT_PORT ? Number(env.MQTT_PORT) : await freePort()
+  const httpPort = env.HTTP_PORT ? Number(env.HTTP_PORT) : await freePort()
   const proc = spawn(process.execPath, ['--import', 'tsx', 'broker/main.ts'], {
     env: {
       ...process.env,
