@@ -170,8 +170,9 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     cleanups.push(async () => { clearInterval(loopTimer); loopDelay.disable() })
 
     let mqtt: MqttBroker | undefined
-    // Cluster mode: Redis connections are opened now; a replica whose Redis is
-    // away still starts (ingestion needs only PostgreSQL) but is not ready.
+    // Cluster mode: Redis connections are opened now. A replica started while
+    // Redis is away serves HTTP (not ready) and opens its MQTT listener once
+    // the session store answers; one that loses Redis later keeps ingesting.
     let cluster: ClusterBackend | undefined
     if (config.REDIS_URL) {
       cluster = createClusterBackend(config.REDIS_URL, log.child({ component: 'redis' }))
@@ -216,13 +217,16 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     await migrate(pool, log.child({ component: 'migrator' }))
     // Presence of replicas that died without shutting down expires through
     // heartbeats (broker-registry.ts); no replica resets the whole fleet.
+    // Set once MQTT runs: tells presence again about every connected device.
+    let reannounce = () => {}
     const registry: BrokerRegistry = createBrokerRegistry({
       pool,
       brokerId,
       heartbeatMs: config.BROKER_HEARTBEAT_MS,
       expiryMs: config.BROKER_EXPIRY_MS,
       log: log.child({ component: 'registry' }),
-      onSwept: (n) => metrics.presenceExpired.inc(n)
+      onSwept: (n) => metrics.presenceExpired.inc(n),
+      onRevived: () => reannounce()
     })
     await registry.start()
     cleanups.push(() => registry.close())
@@ -290,6 +294,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       log: log.child({ component: 'mqtt' })
     })
     const broker = mqtt
+    reannounce = () => { for (const id of broker.connectedDeviceIds()) presence.connected(id) }
     if (config.MQTT_WS_ENABLED) broker.attachWebSocket(http.server, config.MQTT_WS_PATH)
     const localDispatch = createDeviceDispatch(broker.aedes, (kind) => metrics.deliveries.inc({ kind }))
     let clusterDispatch: ClusterDispatch | undefined
@@ -300,6 +305,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
         sub: cluster.sub,
         brokerId,
         timeoutMs: config.CLUSTER_DISPATCH_TIMEOUT_MS,
+        healthy: () => cluster!.problem() === undefined,
         log: log.child({ component: 'cluster-dispatch' }),
         onRemote: (outcome, n) => metrics.clusterDispatch.inc({ outcome }, n)
       })

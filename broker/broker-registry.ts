@@ -28,12 +28,19 @@ export interface BrokerRegistryOptions {
   expiryMs: number
   log: Logger
   onSwept? (devices: number): void
+  /**
+   * Our row had been removed by another replica's sweep (our heartbeats were
+   * late: a long database outage, a stalled event loop) and our devices set
+   * offline although they are still connected here: tell presence again.
+   */
+  onRevived? (): void
 }
 
 const HEARTBEAT = {
   name: 'fleetgate_broker_heartbeat',
   text: `INSERT INTO brokers (id, host) VALUES ($1, $2)
-         ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
+         RETURNING (xmax = 0) AS inserted`
 }
 
 // Devices online under a broker that has no live row are offline. A NULL
@@ -58,8 +65,19 @@ export function createBrokerRegistry (opts: BrokerRegistryOptions): BrokerRegist
   let beating: Promise<number> | undefined
   let closed = false
 
+  let lastBeatAt: number | undefined
   async function beatOnce (): Promise<number> {
-    await pool.query({ ...HEARTBEAT, values: [brokerId, host] })
+    const beat = await pool.query<{ inserted: boolean }>({ ...HEARTBEAT, values: [brokerId, host] })
+    const previous = lastBeatAt
+    lastBeatAt = Date.now()
+    if (previous !== undefined && beat.rows[0]?.inserted) {
+      log.warn('this replica had been presumed dead (heartbeats late); re-announcing its devices')
+      opts.onRevived?.()
+    }
+    // After a gap in our own heartbeats (the database was away for us, and
+    // likely for every replica), the others have not had a chance to beat
+    // yet: judge them next time, not now.
+    if (previous !== undefined && lastBeatAt - previous > opts.expiryMs) return 0
     const res = await pool.query({ ...SWEEP, values: [opts.expiryMs] })
     const swept = res.rowCount ?? 0
     if (swept > 0) {

@@ -29,11 +29,27 @@ export interface ClusterBackend {
   close (): Promise<void>
 }
 
+/**
+ * The session store (aedes-persistence-redis) fires some commands without
+ * awaiting them (wills on connect and disconnect). When their connection is
+ * closed with Redis away (shutdown), ioredis rejects them and nobody
+ * listens: such a rejection is expected and harmless, not a reason to stop.
+ */
+export function isAbandonedRedisCommand (err: unknown): boolean {
+  const e = err as { name?: unknown, message?: unknown } | undefined
+  return e?.name === 'MaxRetriesPerRequestError' || e?.message === 'Connection is closed.'
+}
+
 export function createClusterBackend (url: string, log: Logger): ClusterBackend {
   const common: RedisOptions = {
     // Reconnect for ever, backing off to 2 s: Redis coming back must heal
     // the replica without a restart.
     retryStrategy: (attempt) => Math.min(100 * attempt, 2000),
+    // Commands issued while Redis is away wait for it instead of failing
+    // after 20 reconnect attempts (ioredis' default): a failed SUBSCRIBE
+    // would never be retried (the device's subscription silently lost), and
+    // the session store fires commands it does not await.
+    maxRetriesPerRequest: null,
     connectionName: 'fleetgate',
     lazyConnect: false
   }
@@ -55,9 +71,15 @@ export function createClusterBackend (url: string, log: Logger): ClusterBackend 
   // Dispatch fails fast while Redis is away instead of queueing requests
   // (the control plane then reports "not delivered"; the device gets its
   // config and commands from PostgreSQL when it next subscribes).
-  const pub = connect('dispatch-pub', { enableOfflineQueue: false })
+  // Nor are requests re-sent after a reconnect (that could deliver twice).
+  const pub = connect('dispatch-pub', { enableOfflineQueue: false, autoResendUnfulfilledCommands: false, maxRetriesPerRequest: 1 })
   const sub = connect('dispatch-sub')
-  const mq = mqemitterRedis({ pubConn: mqPub, subConn: mqSub })
+  // MQTT traffic lives under its own channel prefix, so that an MQTT
+  // wildcard subscription (a Redis PSUBSCRIBE) never matches the dispatch
+  // channels (cluster-dispatch.ts) or anything else on this Redis.
+  // (The package exports it, its type definitions do not.)
+  const { MQEmitterRedisPrefix } = mqemitterRedis as unknown as { MQEmitterRedisPrefix: new (prefix: string, opts: object) => object }
+  const mq = new MQEmitterRedisPrefix('fleetgate:mqtt:', { pubConn: mqPub, subConn: mqSub })
   // Its connection errors are re-emitted here (already logged per connection
   // above); unheard, an 'error' event would crash the process.
   ;(mq as unknown as { state: NodeJS.EventEmitter }).state.on('error', () => {})

@@ -33,6 +33,8 @@ export interface ClusterDispatchOptions {
   sub: Redis
   brokerId: string
   timeoutMs: number
+  /** False while Redis is unreachable: then nothing is sent (a local delivery would also wait for Redis, as aedes routes through it). */
+  healthy (): boolean
   log: Logger
   /** Remote requests by outcome: delivered, not_delivered, timeout, error. */
   onRemote? (outcome: 'delivered' | 'not_delivered' | 'timeout' | 'error', n: number): void
@@ -45,12 +47,13 @@ const MAX_OPS = 500
 /** t: topic (deliver) — absent for disconnect; p: payload. */
 interface Op { d: string, t?: string, p?: unknown }
 interface Request { from: string, id: number, ops: Op[] }
-interface Reply { id: number, hits: number[] }
+interface Reply { id: number, by: string, hits: number[] }
 
 interface Waiter {
   ops: Array<{ op: Op, resolve (delivered: boolean): void }>
   hits: Set<number>
-  replies: number
+  /** Replicas that answered (a reply counted twice would settle too early). */
+  repliers: Set<string>
   expected: number | undefined
   timer: NodeJS.Timeout
 }
@@ -68,7 +71,7 @@ export function startClusterDispatch (opts: ClusterDispatchOptions): ClusterDisp
     if (!w) return
     waiting.delete(id)
     clearTimeout(w.timer)
-    if (outcome === 'timeout') log.warn({ replies: w.replies, expected: w.expected, ops: w.ops.length }, 'a replica did not answer a dispatch request in time')
+    if (outcome === 'timeout') log.warn({ replies: w.repliers.size, expected: w.expected, ops: w.ops.length }, 'a replica did not answer a dispatch request in time')
     let delivered = 0
     w.ops.forEach((o, i) => { const hit = w.hits.has(i); if (hit) delivered++; o.resolve(hit) })
     opts.onRemote?.('delivered', delivered)
@@ -78,12 +81,12 @@ export function startClusterDispatch (opts: ClusterDispatchOptions): ClusterDisp
 
   function send (ops: Waiter['ops']) {
     const id = nextId++
-    const w: Waiter = { ops, hits: new Set(), replies: 0, expected: undefined, timer: setTimeout(() => settle(id, 'timeout'), opts.timeoutMs) }
+    const w: Waiter = { ops, hits: new Set(), repliers: new Set(), expected: undefined, timer: setTimeout(() => settle(id, 'timeout'), opts.timeoutMs) }
     waiting.set(id, w)
     const request: Request = { from: brokerId, id, ops: ops.map((o) => o.op) }
     pub.publish(REQUESTS, JSON.stringify(request)).then((receivers) => {
       w.expected = receivers
-      if (w.replies >= receivers) settle(id)
+      if (w.repliers.size >= receivers) settle(id)
     }, (err: Error) => {
       log.warn({ err: { message: err.message }, ops: ops.length }, 'dispatch request could not be sent to other replicas')
       settle(id, 'error')
@@ -98,16 +101,24 @@ export function startClusterDispatch (opts: ClusterDispatchOptions): ClusterDisp
   }
 
   function remote (op: Op): Promise<boolean> {
-    if (closed) return Promise.resolve(false)
+    if (closed || !opts.healthy()) return Promise.resolve(false)
     return new Promise((resolve) => {
       batch.push({ op, resolve })
       if (!scheduled) { scheduled = true; setImmediate(flush) }
     })
   }
 
-  // Serve other replicas' requests for devices connected here.
+  // Serve other replicas' requests for devices connected here. A request
+  // seen before (a client library re-sending after a reconnect) is answered
+  // again but not carried out twice.
+  const served = new Map<string, number[]>()
   async function serve (request: Request) {
+    const key = `${request.from}:${request.id}`
+    const seen = served.get(key)
+    if (seen) { await pub.publish(repliesTo(request.from), JSON.stringify({ id: request.id, by: brokerId, hits: seen } satisfies Reply)); return }
     const hits: number[] = []
+    served.set(key, hits)
+    if (served.size > 10_000) served.delete(served.keys().next().value!)
     await Promise.all(request.ops.map(async (op, i) => {
       if (!local.has(op.d)) return
       try {
@@ -116,7 +127,7 @@ export function startClusterDispatch (opts: ClusterDispatchOptions): ClusterDisp
         log.warn({ deviceId: op.d, err: { message: (err as Error).message } }, 'dispatch for another replica failed')
       }
     }))
-    const reply: Reply = { id: request.id, hits }
+    const reply: Reply = { id: request.id, by: brokerId, hits }
     await pub.publish(repliesTo(request.from), JSON.stringify(reply))
   }
 
@@ -131,8 +142,8 @@ export function startClusterDispatch (opts: ClusterDispatchOptions): ClusterDisp
       const w = waiting.get(reply.id)
       if (!w) return // too late: already settled by its timeout
       for (const i of reply.hits) w.hits.add(i)
-      w.replies++
-      if (w.expected !== undefined && w.replies >= w.expected) settle(reply.id)
+      w.repliers.add(reply.by)
+      if (w.expected !== undefined && w.repliers.size >= w.expected) settle(reply.id)
     } catch (err) {
       log.warn({ channel, err: { message: (err as Error).message } }, 'malformed dispatch message ignored')
     }
@@ -144,6 +155,7 @@ export function startClusterDispatch (opts: ClusterDispatchOptions): ClusterDisp
 
   return {
     deliver (deviceId, topic, payload) {
+      if (!opts.healthy()) return Promise.resolve(false)
       return local.has(deviceId) ? local.deliver(deviceId, topic, payload) : remote({ d: deviceId, t: topic, p: payload })
     },
     async disconnect (deviceId) {
@@ -152,10 +164,17 @@ export function startClusterDispatch (opts: ClusterDispatchOptions): ClusterDisp
     },
     async close () {
       closed = true
-      if (scheduled) flush()
+      // Requests not sent yet are answered "not delivered" (PostgreSQL has them).
+      const unsent = batch
+      batch = []
+      for (const o of unsent) o.resolve(false)
+      // Leave the channel first, so other replicas stop counting on our
+      // answers; with Redis away there is nothing to leave.
+      if (sub.status === 'ready') {
+        await Promise.race([sub.unsubscribe().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
+      }
       sub.off('message', onMessage)
       for (const id of [...waiting.keys()]) settle(id, 'error')
-      await sub.unsubscribe().catch(() => {})
     }
   }
 }

@@ -4,6 +4,7 @@ import closeWithGrace from 'close-with-grace'
 import { ConfigError, loadConfig } from './config.js'
 import { createLogger } from './logger.js'
 import { startApp } from './app.js'
+import { isAbandonedRedisCommand } from './cluster-backend.js'
 
 let config
 try {
@@ -23,7 +24,18 @@ const app = await startApp(config, log).catch((err: unknown) => {
 })
 log.info({ mqttPort: app.mqttPort, httpPort: app.httpPort, brokerId: app.brokerId }, 'fleetgate ready')
 
-closeWithGrace({ delay: config.SHUTDOWN_TIMEOUT_MS, logger: log }, async ({ signal, err }) => {
+// An unhandled rejection shuts the process down like an uncaught exception
+// (rethrown as one), except the abandoned Redis commands of a closed
+// connection (cluster-backend.ts), which are only logged.
+process.on('unhandledRejection', (reason) => {
+  if (isAbandonedRedisCommand(reason)) {
+    log.warn({ err: { message: (reason as Error).message } }, 'a Redis command was abandoned (connection closed)')
+    return
+  }
+  setImmediate(() => { throw reason })
+})
+
+closeWithGrace({ delay: config.SHUTDOWN_TIMEOUT_MS, logger: log, skip: ['unhandledRejection'] }, async ({ signal, err }) => {
   if (err) log.error({ err }, 'fatal error, shutting down')
   else log.info({ signal }, 'shutting down')
   await app.close()

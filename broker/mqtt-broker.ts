@@ -115,6 +115,8 @@ export interface MqttBroker {
   readonly tlsPort?: number
   /** Serves MQTT over WebSocket on `path` of an HTTP server (same authentication and ACL). */
   attachWebSocket (server: HttpServer, path: string): void
+  /** Ids of the devices connected to this process now. */
+  connectedDeviceIds (): string[]
   /** True while the listener accepts connections. */
   readonly listening: boolean
   /** Stops accepting new TCP connections; existing clients stay. */
@@ -510,12 +512,20 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   const maxPacketBytes = opts.maxPacketBytes ?? 268_435_455
   const handle = (conn: Duplex, req?: IncomingMessage) => {
     const client = (aedes.handle as (c: Duplex, r?: IncomingMessage) => FleetClient)(conn, req)
-    limitPacketSize(client, maxPacketBytes, (cmd, bytes) => {
+    try {
+      limitPacketSize(client, maxPacketBytes, onOversized)
+    } catch (err) {
+      // An aedes without the parser this relies on: refuse service rather
+      // than run without the limit (or crash on every connection).
+      log.error({ err }, 'packet size limit unavailable; connection closed')
+      conn.destroy()
+    }
+    return client
+    function onOversized (cmd: string | undefined, bytes: number) {
       client.fgReason = 'packet_too_large'
       metrics.oversizedPackets.inc()
       log.info({ clientId: client.id, remote: client.fgRemote ?? (conn as Socket).remoteAddress, cmd, bytes, max: maxPacketBytes }, 'packet too large; connection closed')
-    })
-    return client
+    }
   }
   const port = opts.tcp === false ? 0 : await listen(createServer(handle), opts.port, 'tcp')
   let tlsPort: number | undefined
@@ -556,8 +566,9 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     port,
     tlsPort,
     attachWebSocket (server, path) {
-      // A WebSocket frame never needs to be larger than the largest packet (plus its header).
-      wss = new WebSocketServer({ noServer: true, maxPayload: maxPacketBytes + 5 })
+      // A frame may carry several packets, each bounded on its own above;
+      // this only bounds what one frame can make the server buffer.
+      wss = new WebSocketServer({ noServer: true, maxPayload: Math.max(2 * maxPacketBytes, 1024 * 1024) })
       const ws = wss
       server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
         if (!listening || (req.url ?? '').split('?')[0] !== path) { socket.destroy(); return }
@@ -568,6 +579,9 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
         })
       })
       log.info({ path }, 'MQTT over WebSocket ready')
+    },
+    connectedDeviceIds () {
+      return Object.values(clientsOf(aedes)).flatMap((c) => c.fgDeviceId !== undefined && c.connected ? [c.fgDeviceId] : [])
     },
     get listening () { return listening },
     stopAccepting,

@@ -36,8 +36,10 @@ export interface PresenceTrackerOptions {
 // has its disconnect (or even its connect) waiting to be flushed. So a
 // replica takes a device over only with a connection at least as new as the
 // recorded one, and sets it offline only while it is still the recorded
-// owner (broker_id); last-seen only ever moves forward. (Replicas' clocks
-// are compared only when two of them claim the device at once.)
+// owner (broker_id); last-seen only ever moves forward. "As new" compares
+// two replicas' clocks while the old one still holds the device online:
+// skew beyond the time the device took to move leaves it offline until its
+// next connect (documented; replicas are expected to run NTP).
 const TAKES = `(u.online AND u.connected IS NOT NULL
                 AND (NOT d.online OR d.connected_at IS NULL OR to_timestamp(u.connected / 1000.0) >= d.connected_at))`
 const UPDATE_PRESENCE = {

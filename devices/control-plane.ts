@@ -83,7 +83,12 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
           for await (const chunk of devices.createMany(list)) {
             if (res.destroyed) break
             if (!res.write(chunk.map((r) => JSON.stringify(r)).join('\n') + '\n')) {
-              await new Promise<void>((resolve) => { res.once('drain', resolve); res.once('close', resolve) })
+              // Whichever comes first; the other listener is removed (one
+              // per chunk would pile up on a long, slowly read response).
+              await new Promise<void>((resolve) => {
+                const done = () => { res.off('drain', done); res.off('close', done); resolve() }
+                res.once('drain', done); res.once('close', done)
+              })
             }
           }
         } catch (err) {

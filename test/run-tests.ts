@@ -10,13 +10,11 @@ import { createLogger } from '../broker/logger.js'
 import { startEmbeddedPostgres } from '../broker/embedded-postgres.js'
 import { createPool } from '../broker/database-pool.js'
 import { migrate } from '../broker/migrator.js'
+import { hasRedisServer } from '../simulator/redis-server.js'
 import { TEMPLATE_DB, withDatabaseName } from './helpers/database.js'
 
 // The cluster tests need a real redis-server. On a fresh Debian machine as
 // root (as in CI) it is installed here; otherwise the run stops saying how.
-function hasRedisServer (): boolean {
-  return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0
-}
 if (!hasRedisServer()) {
   const canInstall = process.getuid?.() === 0 && spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status === 0
   if (canInstall) {

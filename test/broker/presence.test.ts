@@ -71,3 +71,39 @@ test('a take-over by the same device id keeps it online', async (t) => {
   await second.endAsync()
   await waitFor(async () => !(await presence(dev.id)).online, { what: 'offline after the second disconnects' })
 })
+
+test('a live replica presumed dead by another (late heartbeats) announces its devices again', async (t) => {
+  const b = await startTestBroker({ PRESENCE_FLUSH_MS: 50, BROKER_HEARTBEAT_MS: 100, BROKER_EXPIRY_MS: 1000 })
+  const sql = new pg.Pool({ connectionString: b.db.url, max: 1 })
+  t.teardown(async () => { await sql.end(); await b.close(); await b.db.drop() })
+  const dev = await b.app.devices.create({ id: 'revived-1' })
+  const client = await connectDevice(b.url, dev.id, dev.secret)
+  await waitFor(async () => (await sql.query('SELECT 1 FROM devices WHERE id = $1 AND online', [dev.id])).rows.length === 1, { what: 'online' })
+  // What another replica's sweep does to a replica whose heartbeat it found stale.
+  await sql.query('BEGIN')
+  await sql.query('DELETE FROM brokers WHERE id = $1', [b.app.brokerId])
+  await sql.query('UPDATE devices SET online = false WHERE broker_id = $1', [b.app.brokerId])
+  await sql.query('COMMIT')
+  await waitFor(async () => (await sql.query('SELECT 1 FROM devices WHERE id = $1 AND online AND broker_id = $2', [dev.id, b.app.brokerId])).rows.length === 1, { timeoutMs: 5000, what: 'online again after the next heartbeat' })
+  t.is((await sql.query('SELECT 1 FROM brokers WHERE id = $1', [b.app.brokerId])).rows.length, 1, 'registered again')
+  await client.endAsync()
+})
+
+test('devices of a replica that stopped heartbeating are set offline; a device connected elsewhere since is not', async (t) => {
+  const b = await startTestBroker({ PRESENCE_FLUSH_MS: 50, BROKER_HEARTBEAT_MS: 100, BROKER_EXPIRY_MS: 500 })
+  const sql = new pg.Pool({ connectionString: b.db.url, max: 1 })
+  t.teardown(async () => { await sql.end(); await b.close(); await b.db.drop() })
+  const here = await b.app.devices.create({ id: 'swept-here' })
+  await b.app.devices.create({ id: 'swept-dead' })
+  const client = await connectDevice(b.url, here.id, here.secret)
+  await waitFor(async () => (await sql.query('SELECT 1 FROM devices WHERE id = $1 AND online', [here.id])).rows.length === 1, { what: 'online' })
+  // A replica that died 10 s ago, still owning swept-dead.
+  await sql.query("INSERT INTO brokers (id, heartbeat_at) VALUES ('dead-replica', now() - interval '10 seconds')")
+  await sql.query("UPDATE devices SET online = true, broker_id = 'dead-replica', connected_at = now() - interval '1 minute' WHERE id = 'swept-dead'")
+  await waitFor(async () => (await sql.query("SELECT 1 FROM devices WHERE id = 'swept-dead' AND NOT online")).rows.length === 1, { timeoutMs: 5000, what: 'swept-dead offline' })
+  t.is((await sql.query("SELECT 1 FROM brokers WHERE id = 'dead-replica'")).rows.length, 0, 'the dead replica is forgotten')
+  t.is((await sql.query('SELECT 1 FROM devices WHERE id = $1 AND online', [here.id])).rows.length, 1, 'the live replica\'s device stays online')
+  const expired = (await b.app.metrics.registry.getSingleMetric('fleetgate_presence_expired_total')!.get()).values[0]?.value
+  t.is(expired, 1)
+  await client.endAsync()
+})

@@ -78,7 +78,12 @@ test('a QoS 0 flood to a subscriber that does not read: bounded broker memory, t
   const flood = (async () => {
     while (!stop && !publisher.destroyed) {
       sent += 64
-      if (!publisher.write(burst)) await new Promise((resolve) => { publisher.once('drain', resolve); publisher.once('close', resolve) })
+      if (!publisher.write(burst)) {
+        await new Promise<void>((resolve) => {
+          const done = () => { publisher.off('drain', done); publisher.off('close', done); resolve() }
+          publisher.once('drain', done); publisher.once('close', done)
+        })
+      }
     }
   })()
   const rssStart = await rssMb(pid)
