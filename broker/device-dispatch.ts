@@ -7,8 +7,15 @@ import { coversCommands, coversConfig } from '../devices/device-sessions.js'
 
 type Clients = Record<string, Client & { subscriptions: Record<string, unknown> }>
 
+// A connection is given each config version and each command once: a push
+// racing with the delivery made when the device subscribed (both read the
+// same row) would otherwise send it twice. Kept per connection object, so a
+// new connection gets what is current again.
+interface Sent { configVersion: number, commands: Set<string> }
+
 export function createDeviceDispatch (aedes: Aedes, onDelivered?: (kind: 'config' | 'command') => void): LocalDispatch {
   const clients = () => (aedes as unknown as { clients: Clients }).clients
+  const sent = new WeakMap<Client, Sent>()
   return {
     has (deviceId) {
       const client = clients()[deviceId]
@@ -21,9 +28,27 @@ export function createDeviceDispatch (aedes: Aedes, onDelivered?: (kind: 'config
       const isConfig = topic.endsWith('/config')
       const subscribed = filters.some((f) => isConfig ? coversConfig(deviceId, f) : coversCommands(deviceId, f))
       if (!subscribed) return false
-      await new Promise<void>((resolve, reject) => {
-        aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(payload)), qos: 1, retain: false, dup: false }, (err) => err ? reject(err) : resolve())
-      })
+      let mine = sent.get(client)
+      if (!mine) { mine = { configVersion: -1, commands: new Set() }; sent.set(client, mine) }
+      const previousVersion = mine.configVersion
+      if (isConfig) {
+        const version = (payload as { version?: unknown }).version
+        if (typeof version === 'number') {
+          if (version <= mine.configVersion) return true // this connection has it (or a newer one)
+          mine.configVersion = version
+        }
+      } else {
+        if (mine.commands.has(topic)) return true
+        mine.commands.add(topic)
+      }
+      try {
+        await new Promise<void>((resolve, reject) => {
+          aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(payload)), qos: 1, retain: false, dup: false }, (err) => err ? reject(err) : resolve())
+        })
+      } catch (err) {
+        if (isConfig) mine.configVersion = previousVersion; else mine.commands.delete(topic)
+        throw err
+      }
       onDelivered?.(isConfig ? 'config' : 'command')
       return true
     },

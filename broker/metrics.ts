@@ -66,6 +66,7 @@ export function createMetrics (opts: { collectDefault?: boolean } = {}) {
     retentionRuns: new client.Counter({ name: 'fleetgate_retention_runs_total', help: 'Telemetry retention rounds, by result (ran, skipped_locked: another replica held the lock)', labelNames: ['result'] as const, registers: r }),
     configSyncLag: new client.Histogram({ name: 'fleetgate_config_sync_lag_seconds', help: 'From a desired config version being set to the device reporting it', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600], registers: r }),
     // presence
+    connectionErrors: new client.Counter({ name: 'fleetgate_mqtt_connection_errors_total', help: 'Connections closed before a CONNECT was accepted, by reason', labelNames: ['reason'] as const, registers: r }),
     oversizedPackets: new client.Counter({ name: 'fleetgate_mqtt_oversized_packets_total', help: 'Connections closed for a packet larger than MQTT_MAX_PACKET_BYTES', registers: r }),
     presenceExpired: new client.Counter({ name: 'fleetgate_presence_expired_total', help: 'Devices set offline because their replica stopped heartbeating', registers: r }),
     clusterDispatch: new client.Counter({ name: 'fleetgate_cluster_dispatch_total', help: 'Configs, commands and disconnects sent to devices on other replicas, by outcome', labelNames: ['outcome'] as const, registers: r }),

@@ -11,7 +11,7 @@ import type { Server as HttpServer, IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, createWebSocketStream } from 'ws'
 import { once } from 'node:events'
-import { limitPacketSize } from './packet-size-limit.js'
+import { limitPacketSize, PacketTooLargeError } from './packet-size-limit.js'
 import { Aedes, type Client, type AuthenticateError, type PublishPacket, type Subscription } from 'aedes'
 import type { IngestQueue } from './ingest-queue.js'
 import type { Logger } from './logger.js'
@@ -485,8 +485,16 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   // aedes reports internal failures here (e.g. replaying wills); without a
   // listener an 'error' event would crash the process.
   ;(aedes as unknown as NodeJS.EventEmitter).on('error', (err: Error) => log.error({ err }, 'aedes error'))
+  // Connections that end before a CONNECT was accepted, by reason: the
+  // CONNECT deadline (slowloris, or a broker too busy to read it in time),
+  // an oversized packet, or a protocol/socket error.
   aedes.on('connectionError', (client: FleetClient, err: Error) => {
-    log.debug({ remote: client.fgRemote, err: err.message }, 'connection error before CONNECT')
+    const reason = err.message === 'connect did not arrive in time' ? 'connect_timeout'
+      : err instanceof PacketTooLargeError ? 'packet_too_large'
+        : 'code' in err && typeof err.code === 'string' && err.code.startsWith('E') ? 'socket_error' : 'protocol_error'
+    metrics.connectionErrors.inc({ reason })
+    const level = reason === 'connect_timeout' ? 'info' : 'debug'
+    log[level]({ remote: client.fgRemote ?? (client.conn as Socket | undefined)?.remoteAddress, reason, err: err.message }, 'connection closed before CONNECT was accepted')
   })
   aedes.on('ping', (_packet: unknown, client: FleetClient) => { if (client.fgDeviceId) presence.seen(client.fgDeviceId) })
 

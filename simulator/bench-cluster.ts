@@ -46,6 +46,8 @@ interface PhaseResult {
   devices: number
   connected: number
   failed: number
+  retries: number
+  failureReasons: Record<string, number>
   connectSeconds: number
   connectsPerSecond: number
   brokerRssMb: number[]
@@ -104,11 +106,14 @@ async function runPhase (phase: string, brokers: Broker[], n: number, redisPid?:
   })))
   const connected = ready.reduce((a, r) => a + r.connected, 0)
   const failed = ready.reduce((a, r) => a + r.failed, 0)
+  const retries = ready.reduce((a, r) => a + r.retries, 0)
+  const reasons: Record<string, number> = {}
+  for (const r of ready) for (const [k, v] of Object.entries(r.reasons)) reasons[k] = (reasons[k] ?? 0) + v
   const connectSeconds = (Math.max(...ready.map((r) => r.lastMs)) - t0) / 1000
   await sleep(2000) // presence flushes; RSS settles
   const brokerRssMb = await Promise.all(brokers.map((b) => rssMb(b.proc.pid!)))
   const redisRssMb = redisPid ? await rssMb(redisPid) : undefined
-  console.error(`${phase}: ${connected} connected, ${failed} failed, in ${connectSeconds.toFixed(1)} s; broker RSS ${brokerRssMb.map((x) => x.toFixed(0)).join(', ')} MB`)
+  console.error(`${phase}: ${connected} connected, ${failed} gave up, ${retries} retries ${JSON.stringify(reasons)}, in ${connectSeconds.toFixed(1)} s; broker RSS ${brokerRssMb.map((x) => x.toFixed(0)).join(', ')} MB`)
 
   // One rollout, posted to the first replica.
   const t1 = Date.now()
@@ -116,7 +121,7 @@ async function runPhase (phase: string, brokers: Broker[], n: number, redisPid?:
   let inSyncMs = NaN
   while (Date.now() < t1 + 300_000) {
     const r = await (await fetch(`${api}/v1/rollouts/${ro.id}`, { headers })).json() as { counts: { inSync: number } }
-    if (r.counts.inSync === n) { inSyncMs = Date.now() - t1; break }
+    if (r.counts.inSync >= connected) { inSyncMs = Date.now() - t1; break }
     await sleep(100)
   }
   // The agents report the rollout as version 1 (first config of these devices);
@@ -130,7 +135,7 @@ async function runPhase (phase: string, brokers: Broker[], n: number, redisPid?:
   for (const a of agents) a.send({ type: 'stop' })
   await Promise.all(agents.map((a) => new Promise((resolve) => a.once('exit', resolve))))
   return {
-    phase, replicas: brokers.length, devices: n, connected, failed, connectSeconds,
+    phase, replicas: brokers.length, devices: n, connected, failed, retries, failureReasons: reasons, connectSeconds,
     connectsPerSecond: Math.round(connected / connectSeconds),
     brokerRssMb: brokerRssMb.map((x) => Math.round(x)),
     ...(redisRssMb !== undefined ? { redisRssMb: Math.round(redisRssMb) } : {}),

@@ -13,7 +13,7 @@ import mqtt, { MqttClient, type IClientOptions } from 'mqtt'
  */
 export interface AgentConfig { url: string, devices: Array<{ id: string, secret: string, url?: string }>, connectPerSecond: number, localAddress?: string }
 export type AgentMessage =
-  | { type: 'ready', connected: number, failed: number, firstMs: number, lastMs: number }
+  | { type: 'ready', connected: number, failed: number, retries: number, reasons: Record<string, number>, firstMs: number, lastMs: number }
   | { type: 'reported', reports: Array<[string, number, number]> } // [deviceId, version, epoch ms]
 
 process.once('message', async (cfg: AgentConfig) => {
@@ -26,16 +26,17 @@ process.once('message', async (cfg: AgentConfig) => {
   const spacing = 1000 / cfg.connectPerSecond
   const t0 = Date.now()
   let firstMs = Infinity; let lastMs = 0
-  await Promise.all(cfg.devices.map(async (d, i) => {
-    const wait = t0 + i * spacing - Date.now()
-    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+  const reasons: Record<string, number> = {}
+  let retries = 0
+  // One attempt: resolves with a subscribed client, rejects with why not.
+  async function attempt (d: AgentConfig['devices'][number]): Promise<MqttClient> {
+    const url = new URL(d.url ?? cfg.url)
+    const options: IClientOptions = { clientId: d.id, username: d.id, password: d.secret, reconnectPeriod: 0, keepalive: 120, connectTimeout: 30_000 }
+    const client = cfg.localAddress
+      ? new MqttClient(() => createConnection({ host: url.hostname, port: Number(url.port || 1883), localAddress: cfg.localAddress }), options)
+      : mqtt.connect(url.toString(), options)
     try {
-      const url = new URL(d.url ?? cfg.url)
-      const options: IClientOptions = { clientId: d.id, username: d.id, password: d.secret, reconnectPeriod: 0, keepalive: 120, connectTimeout: 60_000 }
-      const client = cfg.localAddress
-        ? new MqttClient(() => createConnection({ host: url.hostname, port: Number(url.port || 1883), localAddress: cfg.localAddress }), options)
-        : mqtt.connect(url.toString(), options)
-      // A socket error closes the client without 'error': count it as failed rather than wait for ever.
+      // A socket error closes the client without 'error': a failure, not a wait for ever.
       await new Promise<void>((resolve, reject) => {
         client.once('connect', () => resolve())
         client.once('error', reject)
@@ -51,13 +52,34 @@ process.once('message', async (cfg: AgentConfig) => {
         })
       })
       await client.subscribeAsync(`devices/${d.id}/config`, { qos: 1 })
-      clients.push(client)
-      const now = Date.now()
-      if (now < firstMs) firstMs = now
-      if (now > lastMs) lastMs = now
-    } catch { failed++ }
+      return client
+    } catch (err) {
+      client.end(true)
+      throw err
+    }
+  }
+  await Promise.all(cfg.devices.map(async (d, i) => {
+    const wait = t0 + i * spacing - Date.now()
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
+    // As a device would: retry with exponential backoff and full jitter.
+    for (let n = 0; ; n++) {
+      try {
+        const client = await attempt(d)
+        clients.push(client)
+        const now = Date.now()
+        if (now < firstMs) firstMs = now
+        if (now > lastMs) lastMs = now
+        return
+      } catch (err) {
+        const reason = ((err as Error).message || 'error').replace(/\d+(\.\d+)*(:\d+)?/g, 'N')
+        reasons[reason] = (reasons[reason] ?? 0) + 1
+        if (n >= 8) { failed++; return }
+        retries++
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(1000 * 2 ** n, 15_000)))
+      }
+    }
   }))
-  process.send!({ type: 'ready', connected: clients.length, failed, firstMs, lastMs } satisfies AgentMessage)
+  process.send!({ type: 'ready', connected: clients.length, failed, retries, reasons, firstMs, lastMs } satisfies AgentMessage)
   process.on('message', (m: { type: string }) => {
     if (m.type === 'stop') {
       clearInterval(flush)

@@ -124,6 +124,24 @@ test('a packet over MQTT_MAX_PACKET_BYTES closes the connection before its body 
   await b.close(); await b.db.drop()
 })
 
+test('CONNECT deadline (slowloris): a connection that sends nothing, or half a CONNECT, is closed and counted', async (t) => {
+  const b = await startTestBroker({ MQTT_CONNECT_TIMEOUT_MS: 300 })
+  const closedWithin = (bytes: Buffer) => new Promise<number>((resolve) => {
+    const t0 = Date.now()
+    const socket = createConnection(b.app.mqttPort, '127.0.0.1')
+    socket.on('error', () => {})
+    socket.on('connect', () => { if (bytes.length > 0) socket.write(bytes) })
+    socket.on('close', () => resolve(Date.now() - t0))
+    setTimeout(() => socket.destroy(), 5000)
+  })
+  const silent = await closedWithin(Buffer.alloc(0))
+  const half = await closedWithin(Buffer.from([0x10, 0x20, 0x00, 0x04]))
+  t.true(silent < 2000, `silent connection closed after ${silent} ms`)
+  t.true(half < 2000, `half a CONNECT closed after ${half} ms`)
+  t.is(await metric(b, 'fleetgate_mqtt_connection_errors_total', { reason: 'connect_timeout' }), 2)
+  await b.close(); await b.db.drop()
+})
+
 test('limit primitives: token bucket order, failure back-off and forgetting, budgets', (t) => {
   let now = 0
   const gate = createConnectGate({ ratePerSecond: 2, burst: 2, maxQueued: 1, now: () => now })
