@@ -5,15 +5,16 @@
 // ingest rate within 10 s of the database's return, and in the end have
 // stored every acknowledged reading exactly once.
 import test from 'ava'
+import { exclusive } from '../helpers/exclusive.js'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import mqtt, { type MqttClient } from 'mqtt'
 import pg from 'pg'
 import { createLogger } from '../../broker/logger.js'
 import { startEmbeddedPostgres, freePort, type EmbeddedPostgres } from '../../broker/embedded-postgres.js'
 import { startBrokerProcess } from '../helpers/broker-process.js'
+import { startQos1Load, type Qos1Load } from '../helpers/qos1-load.js'
 import { T0 } from '../helpers/time.js'
 
 const DEVICES = 40
@@ -27,96 +28,76 @@ async function rssMb (pid: number): Promise<number> {
 }
 
 test('a 10 s PostgreSQL outage under QoS 1 load: not ready, bounded memory, recovery within 10 s, every acknowledged reading stored once', async (t) => {
-  const log = createLogger({ level: 'silent' })
-  const dir = await mkdtemp(join(tmpdir(), 'fleetgate-outage-'))
-  const port = await freePort()
-  const settings = { fsync: 'off', synchronous_commit: 'off' }
-  let db: EmbeddedPostgres = await startEmbeddedPostgres({ dataDir: dir, port, log, settings })
-  const broker = await startBrokerProcess({ DATABASE_URL: db.url, DEVICE_PUBLISH_MESSAGES_PER_SECOND: '1000000', DEVICE_PUBLISH_BYTES_PER_SECOND: '1073741824' })
-  const clients: MqttClient[] = []
-  t.teardown(async () => {
-    for (const c of clients) c.end(true)
-    await broker.kill('SIGKILL')
+  t.timeout(240_000) // it may first wait for the other heavy fault tests
+  await exclusive('heavy-fault-test', async () => {
+    const log = createLogger({ level: 'silent' })
+    const dir = await mkdtemp(join(tmpdir(), 'fleetgate-outage-'))
+    const port = await freePort()
+    const settings = { fsync: 'off', synchronous_commit: 'off' }
+    let db: EmbeddedPostgres = await startEmbeddedPostgres({ dataDir: dir, port, log, settings })
+    const broker = await startBrokerProcess({ DATABASE_URL: db.url, DEVICE_PUBLISH_MESSAGES_PER_SECOND: '1000000', DEVICE_PUBLISH_BYTES_PER_SECOND: '1073741824' })
+    t.teardown(async () => {
+      await load?.stop()
+      await broker.kill('SIGKILL')
+      await db.stop()
+      await rm(dir, { recursive: true, force: true })
+    })
+    await broker.ready()
+  
+    const creds = await broker.api('POST', '/v1/devices/bulk', { count: DEVICES, idPrefix: 'outage' })
+    t.is(creds.status, 200, JSON.stringify(creds.body).slice(0, 200))
+    const secrets = String(creds.body).trim().split('\n').map((l) => JSON.parse(l) as { id: string, secret: string })
+    let load: Qos1Load | undefined
+    load = await startQos1Load(broker.mqttUrl, secrets, { window: WINDOW, reconnectPeriod: 500, payload: (n) => ({ ts: T0 - n, n, v: Math.random() }) })
+    const { acked, ackTimes } = load
+    const rate = (from: number, to: number) => ackTimes.filter((x) => x >= from && x < to).length / ((to - from) / 1000)
+  
+    // Steady state first.
+    await sleep(3000)
+    const before = rate(Date.now() - 2000, Date.now())
+    const rssBefore = await rssMb(broker.proc.pid!)
+    t.log(`before: ${Math.round(before)} acknowledged/s, broker RSS ${rssBefore.toFixed(0)} MB`)
+    t.true(before > 500, 'the load is real')
+  
+    // Outage.
     await db.stop()
-    await rm(dir, { recursive: true, force: true })
+    const outageStart = Date.now()
+    let notReadySeen: string | undefined
+    let rssMax = rssBefore
+    let ackedDuringOutage = 0
+    const ackedAtStop = ackTimes.length
+    while (Date.now() - outageStart < OUTAGE_MS) {
+      notReadySeen ??= await broker.notReadyReason()
+      rssMax = Math.max(rssMax, await rssMb(broker.proc.pid!))
+      await sleep(200)
+    }
+    ackedDuringOutage = ackTimes.length - ackedAtStop
+    t.truthy(notReadySeen, '/readyz answered 503 during the outage')
+    t.log(`outage: not ready ("${notReadySeen}"), max RSS ${rssMax.toFixed(0)} MB, ${ackedDuringOutage} acknowledgements (those committed just before the stop)`)
+    t.true(rssMax - rssBefore < MEMORY_BOUND_MB, `RSS grew ${(rssMax - rssBefore).toFixed(0)} MB (bound ${MEMORY_BOUND_MB} MB)`)
+  
+    // Recovery.
+    db = await startEmbeddedPostgres({ dataDir: dir, port, log, settings })
+    const back = Date.now()
+    await broker.ready(15_000)
+    let recoveredAfter: number | undefined
+    for (let s = 1; s <= 12 && recoveredAfter === undefined; s++) {
+      await sleep(Math.max(0, back + s * 1000 - Date.now()))
+      if (rate(back + (s - 1) * 1000, back + s * 1000) >= 0.8 * before) recoveredAfter = s
+    }
+    t.log(`ingest back to ≥ 80% of its earlier rate within ${recoveredAfter ?? '>12'} s of PostgreSQL's return`)
+    t.truthy(recoveredAfter !== undefined && recoveredAfter <= 10, 'recovered within 10 s')
+  
+    await load.stop()
+    load = undefined
+    const check = new pg.Client({ connectionString: db.url })
+    await check.connect()
+    const { rows } = await check.query<{ device_id: string, n: number, copies: number }>(
+      "SELECT device_id, (payload->>'n')::int AS n, count(*)::int AS copies FROM telemetry GROUP BY 1, 2")
+    await check.end()
+    const stored = new Set(rows.map((r) => `${r.device_id}:${r.n}`))
+    t.deepEqual([...acked].filter((k) => !stored.has(k)), [], 'every acknowledged reading is stored')
+    t.deepEqual(rows.filter((r) => r.copies > 1), [], 'none twice')
+    t.log(`${acked.size} acknowledged, ${rows.length} stored`)
   })
-  await broker.ready()
-
-  const acked = new Set<string>()
-  const ackTimes: number[] = []
-  let stop = false
-  const loops: Array<Promise<void>> = []
-  const creds = await broker.api('POST', '/v1/devices/bulk', { count: DEVICES, idPrefix: 'outage' })
-  t.is(creds.status, 200, JSON.stringify(creds.body).slice(0, 200))
-  const secrets = String(creds.body).trim().split('\n').map((l) => JSON.parse(l) as { id: string, secret: string })
-  for (const cred of secrets) {
-    // Persistent session and reconnects: what is not acknowledged is retransmitted.
-    const client = mqtt.connect(broker.mqttUrl, { clientId: cred.id, username: cred.id, password: cred.secret, clean: false, reconnectPeriod: 500, keepalive: 60 })
-    client.on('error', () => {})
-    clients.push(client)
-    await new Promise<void>((resolve) => client.once('connect', () => resolve()))
-    loops.push((async () => {
-      const inflight = new Set<Promise<void>>()
-      for (let n = 0; !stop; n++) {
-        const p = new Promise<void>((resolve) => {
-          client.publish(`devices/${cred.id}/telemetry`, JSON.stringify({ ts: T0 - n, n, v: Math.random() }), { qos: 1 }, (err) => {
-            if (!err) { acked.add(`${cred.id}:${n}`); ackTimes.push(Date.now()) }
-            resolve()
-          })
-        }).finally(() => inflight.delete(p))
-        inflight.add(p)
-        if (inflight.size >= WINDOW) await Promise.race(inflight)
-      }
-      await Promise.race([Promise.all(inflight), sleep(20_000)])
-    })())
-  }
-  const rate = (from: number, to: number) => ackTimes.filter((x) => x >= from && x < to).length / ((to - from) / 1000)
-
-  // Steady state first.
-  await sleep(3000)
-  const before = rate(Date.now() - 2000, Date.now())
-  const rssBefore = await rssMb(broker.proc.pid!)
-  t.log(`before: ${Math.round(before)} acknowledged/s, broker RSS ${rssBefore.toFixed(0)} MB`)
-  t.true(before > 500, 'the load is real')
-
-  // Outage.
-  await db.stop()
-  const outageStart = Date.now()
-  let notReadySeen: string | undefined
-  let rssMax = rssBefore
-  let ackedDuringOutage = 0
-  const ackedAtStop = ackTimes.length
-  while (Date.now() - outageStart < OUTAGE_MS) {
-    notReadySeen ??= await broker.notReadyReason()
-    rssMax = Math.max(rssMax, await rssMb(broker.proc.pid!))
-    await sleep(200)
-  }
-  ackedDuringOutage = ackTimes.length - ackedAtStop
-  t.truthy(notReadySeen, '/readyz answered 503 during the outage')
-  t.log(`outage: not ready ("${notReadySeen}"), max RSS ${rssMax.toFixed(0)} MB, ${ackedDuringOutage} acknowledgements (those committed just before the stop)`)
-  t.true(rssMax - rssBefore < MEMORY_BOUND_MB, `RSS grew ${(rssMax - rssBefore).toFixed(0)} MB (bound ${MEMORY_BOUND_MB} MB)`)
-
-  // Recovery.
-  db = await startEmbeddedPostgres({ dataDir: dir, port, log, settings })
-  const back = Date.now()
-  await broker.ready(15_000)
-  let recoveredAfter: number | undefined
-  for (let s = 1; s <= 12 && recoveredAfter === undefined; s++) {
-    await sleep(Math.max(0, back + s * 1000 - Date.now()))
-    if (rate(back + (s - 1) * 1000, back + s * 1000) >= 0.8 * before) recoveredAfter = s
-  }
-  t.log(`ingest back to ≥ 80% of its earlier rate within ${recoveredAfter ?? '>12'} s of PostgreSQL's return`)
-  t.truthy(recoveredAfter !== undefined && recoveredAfter <= 10, 'recovered within 10 s')
-
-  stop = true
-  await Promise.all(loops)
-  const check = new pg.Client({ connectionString: db.url })
-  await check.connect()
-  const { rows } = await check.query<{ device_id: string, n: number, copies: number }>(
-    "SELECT device_id, (payload->>'n')::int AS n, count(*)::int AS copies FROM telemetry GROUP BY 1, 2")
-  await check.end()
-  const stored = new Set(rows.map((r) => `${r.device_id}:${r.n}`))
-  t.deepEqual([...acked].filter((k) => !stored.has(k)), [], 'every acknowledged reading is stored')
-  t.deepEqual(rows.filter((r) => r.copies > 1), [], 'none twice')
-  t.log(`${acked.size} acknowledged, ${rows.length} stored`)
 })
