@@ -40,23 +40,28 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
   const { pool, dispatch, log } = deps
   let closed = false
   let running: Promise<void> | undefined
-  // Per rollout: devices it may push now, from the time elapsed (so a slow
-  // tick does not lower the rate), capped at one step. The rate applies per
-  // process running the rollout.
-  const credit = new Map<string, { value: number, at: number }>()
+
+  // The step budget of a rate-limited rollout, taken from the token bucket
+  // on its row (migration 005), so that the rate holds across replicas: each
+  // grant moves rate_paid_until forward by n / rate under the row's lock.
+  // At most one second's worth (and one step) can be taken at once.
+  async function grant (id: string, max: number): Promise<number> {
+    const { rows } = await pool.query<{ n: number }>(
+      `WITH r AS (
+         SELECT id, rate_per_second::float8 AS rate,
+                greatest(coalesce(rate_paid_until, now() - interval '1 second'),
+                         now() - make_interval(secs => least(rate_per_second, $2)::float8 / rate_per_second)) AS paid
+           FROM rollouts WHERE id = $1 AND status = 'running' AND rate_per_second IS NOT NULL FOR UPDATE),
+       g AS (SELECT id, paid, rate, least($2, floor(extract(epoch FROM now() - paid) * rate))::int AS n FROM r)
+       UPDATE rollouts SET rate_paid_until = g.paid + make_interval(secs => g.n / g.rate)
+         FROM g WHERE rollouts.id = g.id
+       RETURNING g.n`, [id, max])
+    return rows[0]?.n ?? 0
+  }
 
   async function step (r: { id: string, config: unknown, rate_per_second: number | null }): Promise<number> {
-    let budget = UNBOUNDED_STEP
-    const now = Date.now()
-    if (r.rate_per_second !== null) {
-      const c = credit.get(r.id) ?? { value: 0, at: now }
-      c.value = Math.min(UNBOUNDED_STEP, c.value + r.rate_per_second * (now - c.at) / 1000)
-      c.at = now
-      credit.set(r.id, c)
-      budget = Math.floor(c.value)
-      if (budget === 0) return 0
-      c.value -= budget
-    }
+    const budget = r.rate_per_second === null ? UNBOUNDED_STEP : await grant(r.id, UNBOUNDED_STEP)
+    if (budget === 0) return 0
     const { rows } = await pool.query<{ device_id: string, version: number }>(
       `WITH t AS (
          SELECT device_id FROM rollout_targets WHERE rollout_id = $1 AND pushed_at IS NULL
@@ -86,7 +91,6 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
       if (closed) return
       if (!r.left) {
         await pool.query(`UPDATE rollouts SET status = 'completed', updated_at = now() WHERE id = $1 AND status = 'running'`, [r.id])
-        credit.delete(r.id)
         log.info({ rollout: r.id }, 'rollout pushed to every target')
         continue
       }
@@ -139,7 +143,6 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
       const from = { pause: ['running'], resume: ['paused'], cancel: ['running', 'paused'] }[action]
       const to = { pause: 'paused', resume: 'running', cancel: 'cancelled' }[action]
       const { rowCount } = await pool.query('UPDATE rollouts SET status = $2, updated_at = now() WHERE id = $1 AND status = ANY($3)', [id, to, from])
-      if (rowCount === 1) credit.delete(id)
       const r = await get(id)
       if (!r) throw notFound(`rollout ${id}`)
       if (rowCount !== 1) throw new ApiError(409, 'invalid_transition', `cannot ${action} a rollout that is ${r.status}`)
