@@ -5,7 +5,7 @@
 // requests on any replica wake up without polling.
 import { randomUUID } from 'node:crypto'
 import type pg from 'pg'
-import { notFound } from './api-error.js'
+import { ApiError, notFound } from './api-error.js'
 import { CHANNELS } from './dispatch.js'
 import { isUuid } from './uuid.js'
 
@@ -70,11 +70,17 @@ export function createCommandStore (pool: pg.Pool): CommandStore {
         if (cmd.idempotencyKey) {
           // Serialise concurrent requests with the same key.
           await client.query('SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))', [deviceId, cmd.idempotencyKey])
-          const { rows } = await client.query<Row & { fresh: boolean }>(
-            `SELECT *, created_at > now() - ${IDEMPOTENCY_WINDOW} AS fresh FROM commands WHERE device_id = $1 AND idempotency_key = $2`,
-            [deviceId, cmd.idempotencyKey])
+          const { rows } = await client.query<Row & { fresh: boolean, same: boolean }>(
+            `SELECT *, created_at > now() - ${IDEMPOTENCY_WINDOW} AS fresh,
+                    (name = $3 AND params = $4::jsonb AND expires_at - created_at = make_interval(secs => $5)) AS same
+               FROM commands WHERE device_id = $1 AND idempotency_key = $2`,
+            [deviceId, cmd.idempotencyKey, cmd.name, JSON.stringify(cmd.params ?? {}), cmd.ttlSeconds])
           if (rows[0]?.fresh) {
             await client.query('COMMIT')
+            // A retry must repeat the request; the same key for another
+            // request is a client bug, not a retry (422, as the IETF
+            // Idempotency-Key draft says).
+            if (!rows[0].same) throw new ApiError(422, 'idempotency_key_reused', 'this Idempotency-Key was used in the last day for a different command to this device')
             return { command: toCommand(rows[0]), created: false }
           }
           // A key older than a day is free again.

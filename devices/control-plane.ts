@@ -148,7 +148,7 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
       })
 
     // ---- commands ----
-    app.post('/devices/:id/commands', { ...write, schema: { tags: ['commands'], summary: 'Send a command (Idempotency-Key honoured for a day)', params: S.IdParams, headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) }), body: S.NewCommandBody, response: { 202: S.Command, 200: S.Command, ...S.errors(400, 404) } } },
+    app.post('/devices/:id/commands', { ...write, schema: { tags: ['commands'], summary: 'Send a command (Idempotency-Key honoured for a day)', params: S.IdParams, headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) }), body: S.NewCommandBody, response: { 202: S.Command, 200: S.Command, ...S.errors(400, 404, 422) } } },
       async (req, reply) => {
         const { command, created } = await commands.create(req.params.id, {
           name: req.body.name, params: req.body.params, ttlSeconds: req.body.ttlSeconds,

@@ -93,6 +93,13 @@ test('Idempotency-Key: the same key returns the same command', async (t) => {
   const c = await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'once' }, undefined, { 'idempotency-key': 'k-2' })
   t.not(c.body.id, a.body.id)
   t.is((await api(broker.app, 'GET', `/v1/devices/${d.id}/commands`)).body.items.length, 2)
+  // The same key for a different request is refused, not answered with the old command.
+  for (const body of [{ name: 'other' }, { name: 'once', params: { x: 1 } }, { name: 'once', ttlSeconds: 60 }]) {
+    const reused = await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, body, undefined, { 'idempotency-key': 'k-1' })
+    t.is(reused.status, 422, JSON.stringify(body))
+    t.is(reused.body.code, 'idempotency_key_reused')
+  }
+  t.is((await api(broker.app, 'GET', `/v1/devices/${d.id}/commands`)).body.items.length, 2, 'nothing created')
 })
 
 test('waitSeconds ends with the current state when nothing happens; errors are 400/404', async (t) => {
