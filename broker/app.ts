@@ -183,7 +183,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       metrics,
       controlPlane: {
         pool, devices, configs, commands, rollouts, tokens,
-        auth: createOperatorAuth({ adminToken: config.ADMIN_TOKEN, tokens }),
+        auth: createOperatorAuth({ adminToken: config.ADMIN_TOKEN, tokens, failuresPerMinute: config.API_AUTH_FAILURES_PER_MINUTE }),
         dispatch: lateDispatch,
         changes: changeFeed,
         rateLimitPerMinute: config.API_RATE_LIMIT_PER_MINUTE,

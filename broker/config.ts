@@ -69,6 +69,7 @@ export const ConfigSchema = Type.Object({
   BROKER_EXPIRY_MS: Int({ default: 30_000, minimum: 300, maximum: 3_600_000, description: 'A replica silent this long is presumed dead: its devices are set offline (must exceed 2 × BROKER_HEARTBEAT_MS).' }),
   ADMIN_TOKEN: Type.Optional(Type.String({ minLength: 16, description: 'The first operator token (all scopes). Unset: only API tokens created with `npm run -s token:create` work.' })),
   API_RATE_LIMIT_PER_MINUTE: Int({ default: 6000, minimum: 1, maximum: 10_000_000, description: 'REST requests per minute per operator token (429 beyond).' }),
+  API_AUTH_FAILURES_PER_MINUTE: Int({ default: 30, minimum: 1, maximum: 1_000_000, description: 'Failed REST authentications per client address per minute; beyond, 429 at once (before any token look-up).' }),
   COMMAND_MAX_WAIT_SECONDS: Int({ default: 60, minimum: 0, maximum: 3600, description: 'Longest waitSeconds accepted on GET /v1/commands/{id}.' }),
   SHUTDOWN_TIMEOUT_MS: Int({ default: 30_000, minimum: 100, maximum: 600_000, description: 'Graceful shutdown budget; past it the process exits with code 1.' })
 })

@@ -14,8 +14,20 @@ declare module 'fastify' {
 
 const digest = (s: string) => createHash('sha256').update(s).digest()
 
-export function createOperatorAuth (opts: { adminToken: string | undefined, tokens: TokenStore }) {
+export function createOperatorAuth (opts: { adminToken: string | undefined, tokens: TokenStore, failuresPerMinute?: number }) {
   const adminDigest = opts.adminToken ? digest(opts.adminToken) : undefined
+  // Token guessing, or a flood of bad tokens, is bounded per address before
+  // it costs a database look-up: past `failuresPerMinute` failed
+  // authentications in the current minute, an address gets 429 at once.
+  // (The per-token rate limit can only apply once a token is known.)
+  const maxFailures = opts.failuresPerMinute ?? 30
+  let failures = new Map<string, number>()
+  let windowStart = Date.now()
+  const failuresNow = (ip: string) => {
+    if (Date.now() - windowStart >= 60_000) { failures = new Map(); windowStart = Date.now() }
+    return failures.get(ip) ?? 0
+  }
+  const failed = (ip: string) => { if (failures.size < 100_000 || failures.has(ip)) failures.set(ip, failuresNow(ip) + 1) }
 
   async function identify (req: FastifyRequest): Promise<Operator> {
     const header = req.headers.authorization
@@ -24,8 +36,15 @@ export function createOperatorAuth (opts: { adminToken: string | undefined, toke
     const token = m[1]!
     // Compare digests in constant time: the length of the guess leaks nothing.
     if (adminDigest && timingSafeEqual(digest(token), adminDigest)) return { tokenId: 'admin', scopes: ['admin'] }
+    if (failuresNow(req.ip) >= maxFailures) {
+      const retry = Math.max(1, Math.ceil((windowStart + 60_000 - Date.now()) / 1000))
+      throw new ApiError(429, 'rate_limited', `too many failed authentications from this address; retry in ${retry} s`, { 'retry-after': String(retry) })
+    }
     const info = await opts.tokens.verify(token)
-    if (!info) throw new ApiError(401, 'unauthorized', 'invalid or revoked token', { 'www-authenticate': 'Bearer error="invalid_token"' })
+    if (!info) {
+      failed(req.ip)
+      throw new ApiError(401, 'unauthorized', 'invalid or revoked token', { 'www-authenticate': 'Bearer error="invalid_token"' })
+    }
     return { tokenId: info.id, scopes: info.scopes }
   }
 

@@ -43,3 +43,16 @@ test.serial('rate limit per token: 429 with Retry-After', async (t) => {
   t.is(last!.body.code, 'rate_limited')
   t.truthy(Number(last!.headers['retry-after']) > 0)
 })
+
+test('failed authentications from one address are cut off with 429 before any token look-up', async (t) => {
+  const b = await startTestBroker({ API_AUTH_FAILURES_PER_MINUTE: 5 })
+  t.teardown(async () => { await b.close(); await b.db.drop() })
+  const codes: number[] = []
+  for (let i = 0; i < 8; i++) codes.push((await api(b.app, 'GET', '/v1/devices', undefined, `wrong-token-${i}`)).status)
+  t.deepEqual(codes, [401, 401, 401, 401, 401, 429, 429, 429])
+  const limited = await api(b.app, 'GET', '/v1/devices', undefined, 'wrong-token-x')
+  t.is(limited.body.code, 'rate_limited')
+  t.truthy(limited.headers['retry-after'])
+  // A valid token still works from that address.
+  t.is((await api(b.app, 'GET', '/v1/devices')).status, 200)
+})

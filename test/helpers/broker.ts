@@ -37,6 +37,7 @@ export async function startTestBroker (overrides: Partial<Config> = {}, db?: Tes
     // Tests connect from one address with many deliberate wrong passwords and
     // flood on purpose: these limits are exercised by test/broker/limits.test.ts.
     MQTT_AUTH_FAILURE_MAX_DELAY_MS: 0,
+    API_AUTH_FAILURES_PER_MINUTE: 1_000_000,
     DEVICE_PUBLISH_MESSAGES_PER_SECOND: 1_000_000,
     DEVICE_PUBLISH_BYTES_PER_SECOND: 1024 * 1024 * 1024,
     ...overrides
