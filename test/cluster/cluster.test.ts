@@ -133,6 +133,31 @@ test.serial('a persistent session resumes on the other replica and a take-over c
   t.true((await presence('sess-1')).online)
 })
 
+test.serial('QoS 1 messages queued for an offline persistent session are delivered when it resumes on another replica', async (t) => {
+  // Plain MQTT between clients (anonymous mode): what aedes queues in the
+  // shared session store while the subscriber is away.
+  const env = { ...clusterEnv(), MQTT_ALLOW_ANONYMOUS: 'true' }
+  const [c, d] = await Promise.all([startBrokerProcess(env), startBrokerProcess(env)])
+  t.teardown(async () => { await Promise.all([c.kill(), d.kill()]) })
+  await Promise.all([c.ready(), d.ready()])
+  const sub = await mqtt.connectAsync(c.mqttUrl, { clientId: 'queue-sub', clean: false, reconnectPeriod: 0 })
+  await sub.subscribeAsync('plant/line-1/#', { qos: 1 })
+  await sub.endAsync()
+  const pub = await mqtt.connectAsync(d.mqttUrl, { clientId: 'queue-pub', reconnectPeriod: 0 })
+  for (let i = 0; i < 5; i++) await pub.publishAsync('plant/line-1/alarm', JSON.stringify({ i }), { qos: 1 })
+  await pub.endAsync()
+  // The subscriber comes back on the other replica.
+  // The listener is attached before connecting: queued messages follow the CONNACK at once.
+  const back = mqtt.connect(d.mqttUrl, { clientId: 'queue-sub', clean: false, reconnectPeriod: 0 })
+  const got: number[] = []
+  back.on('message', (_topic, payload) => got.push((JSON.parse(payload.toString()) as { i: number }).i))
+  await new Promise<void>((resolve, reject) => { back.once('connect', () => resolve()); back.once('error', reject) })
+  await waitFor(() => got.length >= 5, { what: '5 queued messages after resuming on the other replica' })
+  await sleep(300)
+  t.deepEqual(got, [0, 1, 2, 3, 4], 'all of them, in order, once')
+  await back.endAsync()
+})
+
 test.serial('a Redis outage longer than the client library\'s retry budget: not ready, telemetry still stored, nothing lost or crashed, recovery without a restart', async (t) => {
   const secret = await register(a, 'rd-1')
   const dev = await connect(a, 'rd-1', secret)
