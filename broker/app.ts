@@ -180,6 +180,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     }
     const http = await createHttpServer({
       log: log.child({ component: 'http' }),
+      trustProxy: config.HTTP_TRUST_PROXY,
       metrics,
       controlPlane: {
         pool, devices, configs, commands, rollouts, tokens,

@@ -18,6 +18,7 @@ export const ConfigSchema = Type.Object({
   MQTT_PORT: Int({ default: 1883, minimum: 0, maximum: 65535, description: 'MQTT (TCP) port; 0 picks a free port.' }),
   HTTP_HOST: Type.String({ default: '0.0.0.0', minLength: 1, description: 'Address the HTTP server binds to.' }),
   HTTP_PORT: Int({ default: 8080, minimum: 0, maximum: 65535, description: 'HTTP port (health, metrics); 0 picks a free port.' }),
+  HTTP_TRUST_PROXY: Bool(false, 'Behind a reverse proxy or Ingress: take the client address from X-Forwarded-For (per-address limits, logs). Never set it when clients reach the port directly.'),
   LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
     default: 'info', description: 'pino log level.'
   }),

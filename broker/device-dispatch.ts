@@ -40,6 +40,8 @@ export function createDeviceDispatch (aedes: Aedes, onDelivered?: (kind: 'config
       } else {
         if (mine.commands.has(topic)) return true
         mine.commands.add(topic)
+        // Only recent commands can race; a long-lived connection keeps a bounded set.
+        if (mine.commands.size > 1000) mine.commands.delete(mine.commands.values().next().value!)
       }
       try {
         await new Promise<void>((resolve, reject) => {

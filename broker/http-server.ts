@@ -22,12 +22,15 @@ export interface HttpServerOptions {
   /** undefined while healthy; otherwise why not (the event loop was stalled). */
   health?: { check (): string | undefined }
   controlPlane?: ControlPlaneDeps
+  /** Behind a reverse proxy: the client address comes from X-Forwarded-For. */
+  trustProxy?: boolean
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/
 
 export async function createHttpServer (opts: HttpServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
+    trustProxy: opts.trustProxy ?? false,
     loggerInstance: opts.log as FastifyBaseLogger,
     // Probes and scrapes arrive every few seconds: not worth a log line each.
     logController: new LogController({ disableRequestLogging: (req) => req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics' }),

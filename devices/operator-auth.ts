@@ -28,6 +28,15 @@ export function createOperatorAuth (opts: { adminToken: string | undefined, toke
     return failures.get(ip) ?? 0
   }
   const failed = (ip: string) => { if (failures.size < 100_000 || failures.has(ip)) failures.set(ip, failuresNow(ip) + 1) }
+  // Tokens that verified in the last minute are not blocked with their
+  // address (operators sharing a NAT or a proxy with a misbehaving client);
+  // they are still verified on every request, so revocation stays immediate.
+  const recentlyValid = new Map<string, number>()
+  const remember = (key: string) => {
+    if (recentlyValid.size >= 10_000) recentlyValid.delete(recentlyValid.keys().next().value!)
+    recentlyValid.set(key, Date.now() + 60_000)
+  }
+  const knownGood = (key: string) => (recentlyValid.get(key) ?? 0) > Date.now()
 
   async function identify (req: FastifyRequest): Promise<Operator> {
     const header = req.headers.authorization
@@ -36,15 +45,18 @@ export function createOperatorAuth (opts: { adminToken: string | undefined, toke
     const token = m[1]!
     // Compare digests in constant time: the length of the guess leaks nothing.
     if (adminDigest && timingSafeEqual(digest(token), adminDigest)) return { tokenId: 'admin', scopes: ['admin'] }
-    if (failuresNow(req.ip) >= maxFailures) {
+    const key = digest(token).toString('base64')
+    if (failuresNow(req.ip) >= maxFailures && !knownGood(key)) {
       const retry = Math.max(1, Math.ceil((windowStart + 60_000 - Date.now()) / 1000))
       throw new ApiError(429, 'rate_limited', `too many failed authentications from this address; retry in ${retry} s`, { 'retry-after': String(retry) })
     }
     const info = await opts.tokens.verify(token)
     if (!info) {
+      recentlyValid.delete(key)
       failed(req.ip)
       throw new ApiError(401, 'unauthorized', 'invalid or revoked token', { 'www-authenticate': 'Bearer error="invalid_token"' })
     }
+    remember(key)
     return { tokenId: info.id, scopes: info.scopes }
   }
 

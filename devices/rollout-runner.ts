@@ -54,7 +54,7 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
            FROM rollouts WHERE id = $1 AND status = 'running' AND rate_per_second IS NOT NULL FOR UPDATE),
        g AS (SELECT id, paid, rate, least($2, floor(extract(epoch FROM now() - paid) * rate))::int AS n FROM r)
        UPDATE rollouts SET rate_paid_until = g.paid + make_interval(secs => g.n / g.rate)
-         FROM g WHERE rollouts.id = g.id
+         FROM g WHERE rollouts.id = g.id AND g.n > 0 -- no row version when nothing is granted
        RETURNING g.n`, [id, max])
     return rows[0]?.n ?? 0
   }

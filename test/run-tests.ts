@@ -48,7 +48,8 @@ await pool.end()
 
 const ava = spawn(process.execPath, [join('node_modules', 'ava', 'entrypoints', 'cli.mjs'), ...process.argv.slice(2)], {
   stdio: 'inherit',
-  env: { ...process.env, FLEETGATE_TEST_ADMIN_URL: adminUrl }
+  // FLEETGATE_TEST_RUN_ID: names this run's cross-process locks (test/helpers/exclusive.ts).
+  env: { ...process.env, FLEETGATE_TEST_ADMIN_URL: adminUrl, FLEETGATE_TEST_RUN_ID: `${process.pid}-${Date.now()}` }
 })
 for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, () => ava.kill(s))
 const code = await new Promise<number>((resolve) => ava.on('exit', (c, sig) => resolve(c ?? (sig ? 1 : 0))))

@@ -68,13 +68,15 @@ test('a rate-limited rollout can be paused, resumed and cancelled', async (t) =>
 })
 
 test('a rollout\'s rate holds for the whole cluster, not per replica', async (t) => {
-  // A second replica on the same database: both run the rollout.
-  const second = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 100_000 }, broker.db)
-  t.teardown(() => second.close())
-  const res = await broker.app.http.inject({ method: 'POST', url: '/v1/devices/bulk', headers: { authorization: 'Bearer test-admin-token-0123456789' }, payload: { count: 300, idPrefix: 'rate', labels: { site: 'rate' } } })
+  // Two replicas on their own database (not this file's: their rollout
+  // runners would also push the other tests' rollouts), both running it.
+  const first = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 100_000 })
+  const second = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 100_000 }, first.db)
+  t.teardown(async () => { await second.close(); await first.close(); await first.db.drop() })
+  const res = await first.app.http.inject({ method: 'POST', url: '/v1/devices/bulk', headers: { authorization: 'Bearer test-admin-token-0123456789' }, payload: { count: 300, idPrefix: 'rate', labels: { site: 'rate' } } })
   t.is(res.statusCode, 200)
   const rate = 40
-  const r = (await api(broker.app, 'POST', '/v1/rollouts', { selector: 'site=rate', config: { v: 1 }, ratePerSecond: rate })).body
+  const r = (await api(first.app, 'POST', '/v1/rollouts', { selector: 'site=rate', config: { v: 1 }, ratePerSecond: rate })).body
   const t0 = Date.now()
   await waitFor(() => Date.now() - t0 >= 3000, { timeoutMs: 5000 })
   const pushed = (await api(second.app, 'GET', `/v1/rollouts/${r.id}`)).body.counts.pushed as number
@@ -85,5 +87,5 @@ test('a rollout\'s rate holds for the whole cluster, not per replica', async (t)
   // about twice that.
   t.true(pushed <= Math.ceil(rate * (seconds + 1.25)), `${pushed} pushed: the rate held across replicas`)
   t.true(pushed >= rate * (seconds - 1), `${pushed} pushed: and the rollout did progress at its rate`)
-  await api(broker.app, 'POST', `/v1/rollouts/${r.id}/cancel`)
+  await api(first.app, 'POST', `/v1/rollouts/${r.id}/cancel`)
 })

@@ -5,26 +5,29 @@ import test from 'ava'
 import pg from 'pg'
 import { createTestDatabase } from '../helpers/database.js'
 import { startBrokerProcess } from '../helpers/broker-process.js'
-import { startQos1Load } from '../helpers/qos1-load.js'
+import { startQos1Load, type Qos1Load } from '../helpers/qos1-load.js'
 import { waitFor } from '../helpers/wait.js'
 
 test('SIGKILL under QoS 1 load loses no acknowledged reading and stores none twice', async (t) => {
   const db = await createTestDatabase()
   let broker = await startBrokerProcess({ DATABASE_URL: db.url })
-  t.teardown(async () => { await broker.kill('SIGKILL') })
+  let load: Qos1Load | undefined
+  t.teardown(async () => { await load?.stop(); await broker.kill('SIGKILL'); await db.drop() })
   await broker.ready()
   const devices = []
   for (let d = 0; d < 5; d++) devices.push((await broker.api('POST', '/v1/devices', { id: `crash-${d}` })).body as { id: string, secret: string })
-  const load = await startQos1Load(broker.mqttUrl, devices, { window: 10 })
+  const running = await startQos1Load(broker.mqttUrl, devices, { window: 10 })
+  load = running
 
-  await waitFor(() => load.acked.size >= 1000, { timeoutMs: 30_000, what: '1000 acknowledged' })
+  await waitFor(() => running.acked.size >= 1000, { timeoutMs: 30_000, what: '1000 acknowledged' })
   await broker.kill('SIGKILL')
-  const ackedBeforeKill = new Set(load.acked)
+  const ackedBeforeKill = new Set(running.acked)
   // The same ports: the devices reconnect to where they were.
   broker = await startBrokerProcess({ DATABASE_URL: db.url, MQTT_PORT: String(broker.mqttPort), HTTP_PORT: String(broker.httpPort) })
   await broker.ready()
-  await waitFor(() => load.acked.size >= ackedBeforeKill.size + 500, { timeoutMs: 30_000, what: 'publishing resumed after the restart' })
-  await load.stop()
+  await waitFor(() => running.acked.size >= ackedBeforeKill.size + 500, { timeoutMs: 30_000, what: 'publishing resumed after the restart' })
+  await running.stop()
+  load = undefined
 
   const pool = new pg.Client({ connectionString: db.url })
   await pool.connect()
@@ -33,9 +36,8 @@ test('SIGKILL under QoS 1 load loses no acknowledged reading and stores none twi
   await pool.end()
   const stored = new Map(rows.map((r) => [`${r.device_id}:${r.n}`, r.copies]))
   t.deepEqual([...ackedBeforeKill].filter((k) => !stored.has(k)), [], 'every reading acknowledged before the kill is stored')
-  t.deepEqual([...load.acked].filter((k) => !stored.has(k)), [], 'and every one acknowledged after it')
+  t.deepEqual([...running.acked].filter((k) => !stored.has(k)), [], 'and every one acknowledged after it')
   t.deepEqual(rows.filter((r) => r.copies > 1), [], 'none stored twice')
   await broker.kill('SIGTERM')
   t.is(broker.proc.exitCode, 0, 'the restarted broker shuts down cleanly')
-  await db.drop()
 })

@@ -36,6 +36,7 @@ test('a 10 s PostgreSQL outage under QoS 1 load: not ready, bounded memory, reco
     const settings = { fsync: 'off', synchronous_commit: 'off' }
     let db: EmbeddedPostgres = await startEmbeddedPostgres({ dataDir: dir, port, log, settings })
     const broker = await startBrokerProcess({ DATABASE_URL: db.url, DEVICE_PUBLISH_MESSAGES_PER_SECOND: '1000000', DEVICE_PUBLISH_BYTES_PER_SECOND: '1073741824' })
+    let load: Qos1Load | undefined
     t.teardown(async () => {
       await load?.stop()
       await broker.kill('SIGKILL')
@@ -47,7 +48,6 @@ test('a 10 s PostgreSQL outage under QoS 1 load: not ready, bounded memory, reco
     const creds = await broker.api('POST', '/v1/devices/bulk', { count: DEVICES, idPrefix: 'outage' })
     t.is(creds.status, 200, JSON.stringify(creds.body).slice(0, 200))
     const secrets = String(creds.body).trim().split('\n').map((l) => JSON.parse(l) as { id: string, secret: string })
-    let load: Qos1Load | undefined
     load = await startQos1Load(broker.mqttUrl, secrets, { window: WINDOW, reconnectPeriod: 500, payload: (n) => ({ ts: T0 - n, n, v: Math.random() }) })
     const { acked, ackTimes } = load
     const rate = (from: number, to: number) => ackTimes.filter((x) => x >= from && x < to).length / ((to - from) / 1000)

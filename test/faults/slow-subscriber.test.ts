@@ -72,6 +72,7 @@ test('a QoS 0 flood to a subscriber that does not read: bounded broker memory, t
       }
     })()
   
+    const rssStart = await rssMb(pid) // before the flood
     // The flood: 1 KiB QoS 0 publishes, written as fast as the socket drains.
     const publisher = await rawClient(broker.mqttPort, 'flooder')
     const packet = mqttPacket.generate({ cmd: 'publish', topic: 'flood/x', payload: Buffer.alloc(1024, 120), qos: 0, retain: false, dup: false } as Packet)
@@ -89,7 +90,6 @@ test('a QoS 0 flood to a subscriber that does not read: bounded broker memory, t
         }
       }
     })()
-    const rssStart = await rssMb(pid)
     let rssMax = rssStart
     while (Date.now() - floodStart < FLOOD_MS) {
       rssMax = Math.max(rssMax, await rssMb(pid))

@@ -117,7 +117,7 @@ test('the broker container: image entry point, ports, probes, secrets from the e
   t.like(c.startupProbe, { httpGet: { path: '/healthz', port: 'http' } })
   const env = envOf(c)
   t.deepEqual(env.get('DATABASE_URL')?.valueFrom, { secretKeyRef: { name: 'fleetgate-db', key: 'DATABASE_URL' } })
-  t.deepEqual(env.get('ADMIN_TOKEN')?.valueFrom, { secretKeyRef: { name: 'fleetgate-db', key: 'ADMIN_TOKEN' } })
+  t.deepEqual(env.get('ADMIN_TOKEN')?.valueFrom, { secretKeyRef: { name: 'fleetgate-db', key: 'ADMIN_TOKEN', optional: true } }, 'optional: a Secret without it means API tokens only')
   t.false(env.has('REDIS_URL'), 'one replica without Redis: no cluster mode')
   t.deepEqual(c.envFrom, [{ configMapRef: { name: 'fg-fleetgate' } }])
 
