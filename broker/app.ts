@@ -329,10 +329,14 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     let closing: Promise<void> | undefined
     async function close (): Promise<void> {
       phase = 'draining'
+      // Each step is numbered in the log (lines of one millisecond can reach
+      // a collector out of order).
+      let order = 0
       const step = async (name: string, fn: () => Promise<unknown>) => {
         const t0 = Date.now()
-        try { await fn() } catch (err) { log.error({ err, step: name }, 'shutdown step failed') }
-        log.info({ step: name, ms: Date.now() - t0 }, 'shutdown step done')
+        const n = ++order
+        try { await fn() } catch (err) { log.error({ err, step: name, order: n }, 'shutdown step failed') }
+        log.info({ step: name, order: n, ms: Date.now() - t0 }, 'shutdown step done')
       }
       // 1. Readiness is already false; stop taking new MQTT connections.
       await step('stop accepting', () => broker.stopAccepting())

@@ -23,6 +23,14 @@ export function createPool (opts: PoolOptions): pg.Pool {
   // An idle client losing its connection (database restart, network) emits
   // here; without a listener it would crash the process (pg-pool README).
   pool.on('error', (err) => opts.log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'idle PostgreSQL connection lost'))
+  // pg-pool listens on a client only while it is idle. A client checked out
+  // for a transaction (pool.connect()) whose connection dies between two
+  // statements would emit 'error' with nobody listening, and crash the
+  // process; this listener stays for the client's life. The next statement
+  // on that client then fails, and its owner releases it as broken.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => opts.log.warn({ err: { message: err.message, code: (err as { code?: string }).code } }, 'PostgreSQL connection lost'))
+  })
   return pool
 }
 

@@ -6,6 +6,9 @@ import { T0 } from '../helpers/time.js'
 import pg from 'pg'
 import { startTestBroker, connectDevice } from '../helpers/broker.js'
 import { waitFor } from '../helpers/wait.js'
+import { createTestDatabase } from '../helpers/database.js'
+import { createPool } from '../../broker/database-pool.js'
+import { createLogger } from '../../broker/logger.js'
 
 test('killed database connections are retried; every acknowledged reading is stored once', async (t) => {
   const broker = await startTestBroker({ INGEST_RETRY_MAX_MS: 50 })
@@ -50,4 +53,23 @@ test('killed database connections are retried; every acknowledged reading is sto
   await admin.end()
   await broker.close()
   await broker.db.drop()
+})
+
+test('a connection that dies while checked out between two statements does not crash the process', async (t) => {
+  const db = await createTestDatabase()
+  const pool = createPool({ url: db.url, max: 2, statementTimeoutMs: 5000, log: createLogger({ level: 'silent' }) })
+  const admin = new pg.Client({ connectionString: db.url })
+  await admin.connect()
+  const client = await pool.connect()
+  await client.query('BEGIN')
+  const pid = (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid
+  // Killed while its owner holds it and runs nothing (mid-transaction).
+  await admin.query('SELECT pg_terminate_backend($1)', [pid])
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  await t.throwsAsync(client.query('COMMIT'), undefined, 'the next statement fails instead')
+  client.release(true)
+  t.is((await pool.query<{ one: number }>('SELECT 1 AS one')).rows[0]!.one, 1, 'and the pool goes on with a fresh connection')
+  await pool.end()
+  await admin.end()
+  await db.drop()
 })
