@@ -148,7 +148,7 @@ test.serial('QoS 1 messages queued for an offline persistent session are deliver
   await pub.endAsync()
   // The subscriber comes back on the other replica.
   // The listener is attached before connecting: queued messages follow the CONNACK at once.
-  const back = mqtt.connect(d.mqttUrl, { clientId: 'queue-sub', clean: false, reconnectPeriod: 0 })
+  const back = mqtt.connect(d.mqttUrl, { clientId: 'queue-sub', clean: false, reconnectPeriod: 0, connectTimeout: 60_000 })
   const got: number[] = []
   back.on('message', (_topic, payload) => got.push((JSON.parse(payload.toString()) as { i: number }).i))
   await new Promise<void>((resolve, reject) => { back.once('connect', () => resolve()); back.once('error', reject) })
