@@ -312,6 +312,20 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       })
     }
     dispatch = clusterDispatch ?? localDispatch
+    // While Redis was away, pushes were answered "not delivered" and only
+    // stored; once it is back, connected devices get what they missed.
+    let redisWasDown = false
+    const redisWatch = cluster
+      ? setInterval(() => {
+        const down = cluster!.problem() !== undefined
+        if (redisWasDown && !down) {
+          log.info('redis reachable again: delivering configs and commands stored meanwhile')
+          broker.redeliverAll()
+        }
+        redisWasDown = down
+      }, 1000)
+      : undefined
+    redisWatch?.unref()
     rollouts.start()
     // Commands past their TTL expire even if nobody asks (one UPDATE a second).
     let expiring = false
@@ -355,6 +369,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
         }
       })
       clearInterval(expiry)
+      clearInterval(redisWatch)
       await step('stop rollouts', () => rollouts.close())
       await step('stop retention', () => retention.close())
       if (clusterDispatch) await step('stop cluster dispatch', () => clusterDispatch!.close())

@@ -117,6 +117,13 @@ export interface MqttBroker {
   attachWebSocket (server: HttpServer, path: string): void
   /** Ids of the devices connected to this process now. */
   connectedDeviceIds (): string[]
+  /**
+   * Gives every connected device what is waiting for it in PostgreSQL (its
+   * desired config, its queued commands), as when it subscribes: after
+   * deliveries could not be made (Redis was away). Each connection is handed
+   * a version or command only once, so what it has is not sent again.
+   */
+  redeliverAll (): void
   /** True while the listener accepts connections. */
   readonly listening: boolean
   /** Stops accepting new TCP connections; existing clients stay. */
@@ -590,6 +597,11 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     },
     connectedDeviceIds () {
       return Object.values(clientsOf(aedes)).flatMap((c) => c.fgDeviceId !== undefined && c.connected ? [c.fgDeviceId] : [])
+    },
+    redeliverAll () {
+      for (const c of Object.values(clientsOf(aedes))) {
+        if (c.fgDeviceId !== undefined && c.connected) deliverWaiting(c, Object.keys((c as unknown as { subscriptions: object }).subscriptions))
+      }
     },
     get listening () { return listening },
     stopAccepting,

@@ -165,6 +165,10 @@ test.serial('a Redis outage longer than the client library\'s retry budget: not 
   // will is then handled by the session store while Redis is away).
   const willSecret = await register(b, 'rd-will')
   const willDev = await connect(b, 'rd-will', willSecret, { will: { topic: 'devices/rd-will/telemetry', payload: Buffer.from(JSON.stringify({ ts: T0, will: true })), qos: 1, retain: false } })
+  // A device subscribed before the outage, whose config is changed during it.
+  const waitingSecret = await register(a, 'rd-waiting')
+  const waiting = await connect(a, 'rd-waiting', waitingSecret)
+  await waiting.client.subscribeAsync('devices/rd-waiting/config', { qos: 1 })
   await redis.kill()
   const outageStart = Date.now()
   await waitFor(async () => (await a.notReadyReason())?.includes('redis'), { what: 'A not ready while Redis is down' })
@@ -175,6 +179,10 @@ test.serial('a Redis outage longer than the client library\'s retry budget: not 
   t.is(rows[0]!.n, 20)
   // A subscription made while Redis is away must not be lost.
   const subscribed = dev.client.subscribeAsync('devices/rd-1/config', { qos: 1 })
+  // A push during the outage is stored, answered "not delivered" at once.
+  const during = await a.api('PUT', '/v1/devices/rd-waiting/config', { config: { set: 'during outage' } })
+  t.is(during.status, 200)
+  t.false(during.body.delivered)
   willDev.client.stream.destroy()
   // Longer than ioredis' default budget of 20 reconnect attempts (about 21 s).
   await sleep(Math.max(0, outageStart + 23_000 - Date.now()))
@@ -184,6 +192,8 @@ test.serial('a Redis outage longer than the client library\'s retry budget: not 
   await redis.start()
   await Promise.all([a.ready(20_000), b.ready(20_000)])
   await subscribed
+  // ... and reaches the device once Redis is back, without it doing anything.
+  await waitFor(() => waiting.messages.some((m) => m.topic === 'devices/rd-waiting/config' && m.body.config.set === 'during outage'), { what: 'the config set during the outage delivered after it' })
   const got: unknown[] = []
   dev.client.on('message', (topic, payload) => { if (topic === 'devices/rd-1/config') got.push(JSON.parse(payload.toString())) })
   // Cross-replica dispatch works again, to the subscription made during the outage.
