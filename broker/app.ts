@@ -29,6 +29,7 @@ import { createDeviceDispatch } from './device-dispatch.js'
 import { createClusterBackend, type ClusterBackend } from './cluster-backend.js'
 import { startClusterDispatch, type ClusterDispatch } from './cluster-dispatch.js'
 import { createBrokerRegistry, type BrokerRegistry } from './broker-registry.js'
+import { withTimeout } from './with-timeout.js'
 import { createDeviceStore, type DeviceStore } from '../devices/device-store.js'
 import { createCredentialCache } from '../devices/credential-cache.js'
 import { createConfigStore } from '../devices/config-store.js'
@@ -40,10 +41,6 @@ import { createDeviceSessions } from '../devices/device-sessions.js'
 import { CHANNELS, type DeviceDispatch } from '../devices/dispatch.js'
 import { createBatchLoader } from '../devices/batch-loader.js'
 
-function withTimeout<T> (p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined
-  return Promise.race([p, new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), ms) })]).finally(() => clearTimeout(timer))
-}
 
 export interface App {
   readonly brokerId: string

@@ -15,6 +15,7 @@ import { Redis, type RedisOptions } from 'ioredis'
 import mqemitterRedis from 'mqemitter-redis'
 import aedesPersistenceRedis from 'aedes-persistence-redis'
 import type { Logger } from './logger.js'
+import { withTimeout } from './with-timeout.js'
 
 export interface ClusterBackend {
   /** For Aedes.createBroker({ mq, persistence }). */
@@ -100,7 +101,7 @@ export function createClusterBackend (url: string, log: Logger): ClusterBackend 
       await Promise.all(Object.values(all).map(async (c) => {
         if (c.status === 'end') return
         if (c.status !== 'ready') { c.disconnect(); return }
-        await Promise.race([c.quit().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
+        await withTimeout(c.quit().catch(() => {}), 1000)
         c.disconnect()
       }))
     }

@@ -17,6 +17,7 @@
 import type { Redis } from 'ioredis'
 import type { DeviceDispatch } from '../devices/dispatch.js'
 import type { Logger } from './logger.js'
+import { withTimeout } from './with-timeout.js'
 
 /** The dispatch of this process's own aedes, which knows its connected devices. */
 export interface LocalDispatch extends DeviceDispatch {
@@ -111,14 +112,20 @@ export function startClusterDispatch (opts: ClusterDispatchOptions): ClusterDisp
   // Serve other replicas' requests for devices connected here. A request
   // seen before (a client library re-sending after a reconnect) is answered
   // again but not carried out twice.
-  const served = new Map<string, number[]>()
+  const served = new Map<string, Promise<number[]>>()
   async function serve (request: Request) {
     const key = `${request.from}:${request.id}`
-    const seen = served.get(key)
-    if (seen) { await pub.publish(repliesTo(request.from), JSON.stringify({ id: request.id, by: brokerId, hits: seen } satisfies Reply)); return }
+    let carried = served.get(key)
+    if (!carried) {
+      carried = carryOut(request)
+      served.set(key, carried)
+      if (served.size > 10_000) served.delete(served.keys().next().value!)
+    }
+    const hits = await carried
+    await pub.publish(repliesTo(request.from), JSON.stringify({ id: request.id, by: brokerId, hits } satisfies Reply))
+  }
+  async function carryOut (request: Request): Promise<number[]> {
     const hits: number[] = []
-    served.set(key, hits)
-    if (served.size > 10_000) served.delete(served.keys().next().value!)
     await Promise.all(request.ops.map(async (op, i) => {
       if (!local.has(op.d)) return
       try {
@@ -127,8 +134,7 @@ export function startClusterDispatch (opts: ClusterDispatchOptions): ClusterDisp
         log.warn({ deviceId: op.d, err: { message: (err as Error).message } }, 'dispatch for another replica failed')
       }
     }))
-    const reply: Reply = { id: request.id, by: brokerId, hits }
-    await pub.publish(repliesTo(request.from), JSON.stringify(reply))
+    return hits
   }
 
   function onMessage (channel: string, message: string) {
@@ -171,7 +177,7 @@ export function startClusterDispatch (opts: ClusterDispatchOptions): ClusterDisp
       // Leave the channel first, so other replicas stop counting on our
       // answers; with Redis away there is nothing to leave.
       if (sub.status === 'ready') {
-        await Promise.race([sub.unsubscribe().catch(() => {}), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
+        await withTimeout(sub.unsubscribe().catch(() => {}), 1000)
       }
       sub.off('message', onMessage)
       for (const id of [...waiting.keys()]) settle(id, 'error')

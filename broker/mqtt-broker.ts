@@ -12,6 +12,7 @@ import type { Duplex } from 'node:stream'
 import { WebSocketServer, createWebSocketStream } from 'ws'
 import { once } from 'node:events'
 import { limitPacketSize, PacketTooLargeError } from './packet-size-limit.js'
+import { withTimeout } from './with-timeout.js'
 import { Aedes, type Client, type AuthenticateError, type PublishPacket, type Subscription } from 'aedes'
 import type { IngestQueue } from './ingest-queue.js'
 import type { Logger } from './logger.js'
@@ -575,6 +576,8 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     return Promise.resolve()
   }
 
+  const connectedDevices = () => Object.values(clientsOf(aedes)).filter((c) => c.fgDeviceId !== undefined && c.connected)
+
   let closeP: Promise<void> | undefined
   return {
     aedes,
@@ -596,12 +599,10 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       log.info({ path }, 'MQTT over WebSocket ready')
     },
     connectedDeviceIds () {
-      return Object.values(clientsOf(aedes)).flatMap((c) => c.fgDeviceId !== undefined && c.connected ? [c.fgDeviceId] : [])
+      return connectedDevices().map((c) => c.fgDeviceId!)
     },
     redeliverAll () {
-      for (const c of Object.values(clientsOf(aedes))) {
-        if (c.fgDeviceId !== undefined && c.connected) deliverWaiting(c, Object.keys((c as unknown as { subscriptions: object }).subscriptions))
-      }
+      for (const c of connectedDevices()) deliverWaiting(c, Object.keys((c as unknown as { subscriptions: object }).subscriptions))
     },
     get listening () { return listening },
     stopAccepting,
@@ -614,10 +615,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
         // aedes closes every client, then its mqemitter; with Redis gone the
         // latter never calls back, so it is not waited for beyond 5 s (the
         // cluster backend then drops its connections).
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, 5000)
-          aedes.close(() => { clearTimeout(timer); resolve() })
-        })
+        await withTimeout(new Promise<void>((resolve) => aedes.close(() => resolve())), 5000)
         metrics.connectedClients.set(0)
       })()
       return closeP

@@ -2,10 +2,9 @@
 // at QoS 1, then restarted; devices reconnect and retransmit. Every reading
 // acknowledged before the kill is stored, and none twice.
 import test from 'ava'
-import pg from 'pg'
 import { createTestDatabase } from '../helpers/database.js'
 import { startBrokerProcess } from '../helpers/broker-process.js'
-import { startQos1Load, type Qos1Load } from '../helpers/qos1-load.js'
+import { startQos1Load, storedReadings, type Qos1Load } from '../helpers/qos1-load.js'
 import { waitFor } from '../helpers/wait.js'
 
 test('SIGKILL under QoS 1 load loses no acknowledged reading and stores none twice', async (t) => {
@@ -29,15 +28,10 @@ test('SIGKILL under QoS 1 load loses no acknowledged reading and stores none twi
   await running.stop()
   load = undefined
 
-  const pool = new pg.Client({ connectionString: db.url })
-  await pool.connect()
-  const { rows } = await pool.query<{ device_id: string, n: number, copies: number }>(
-    "SELECT device_id, (payload->>'n')::int AS n, count(*)::int AS copies FROM telemetry GROUP BY 1, 2")
-  await pool.end()
-  const stored = new Map(rows.map((r) => [`${r.device_id}:${r.n}`, r.copies]))
+  const { copies: stored, duplicated } = await storedReadings(db.url)
   t.deepEqual([...ackedBeforeKill].filter((k) => !stored.has(k)), [], 'every reading acknowledged before the kill is stored')
   t.deepEqual([...running.acked].filter((k) => !stored.has(k)), [], 'and every one acknowledged after it')
-  t.deepEqual(rows.filter((r) => r.copies > 1), [], 'none stored twice')
+  t.deepEqual(duplicated, [], 'none stored twice')
   await broker.kill('SIGTERM')
   t.is(broker.proc.exitCode, 0, 'the restarted broker shuts down cleanly')
 })

@@ -3,6 +3,7 @@
 // what is not acknowledged is retransmitted). Records every acknowledged
 // reading as `${deviceId}:${n}`, for the fault tests' "stored exactly once".
 import mqtt, { type MqttClient } from 'mqtt'
+import pg from 'pg'
 import { T0 } from './time.js'
 
 export interface Qos1Load {
@@ -49,4 +50,16 @@ export async function startQos1Load (url: string, devices: Array<{ id: string, s
       for (const c of clients) c.end(true)
     }
   }
+}
+
+/** What the telemetry table holds of such a load: copies per `${deviceId}:${n}`, and the readings stored more than once. */
+export async function storedReadings (databaseUrl: string): Promise<{ copies: Map<string, number>, duplicated: string[] }> {
+  const client = new pg.Client({ connectionString: databaseUrl })
+  await client.connect()
+  try {
+    const { rows } = await client.query<{ device_id: string, n: number, copies: number }>(
+      "SELECT device_id, (payload->>'n')::int AS n, count(*)::int AS copies FROM telemetry GROUP BY 1, 2")
+    const copies = new Map(rows.map((r) => [`${r.device_id}:${r.n}`, r.copies]))
+    return { copies, duplicated: [...copies].filter(([, c]) => c > 1).map(([k]) => k) }
+  } finally { await client.end() }
 }

@@ -13,7 +13,12 @@ export interface TestRedis extends RedisServer {
 export async function startTestRedis (): Promise<TestRedis> {
   const dir = await mkdtemp(join(tmpdir(), 'fleetgate-redis-'))
   const server = await startRedisServer({ port: await freePort(), dir, fsyncAlways: true })
-  return Object.assign(Object.create(server) as RedisServer, {
+  return {
+    url: server.url,
+    port: server.port,
+    get pid () { return server.pid },
+    kill: server.kill,
+    start: server.start,
     async close () { await server.kill(); await rm(dir, { recursive: true, force: true }) }
-  }) as TestRedis
+  }
 }
