@@ -13,6 +13,8 @@ import { WebSocketServer, createWebSocketStream } from 'ws'
 import { once } from 'node:events'
 import { limitPacketSize, PacketTooLargeError } from './packet-size-limit.js'
 import { withTimeout } from './with-timeout.js'
+import { holdUntilReady, markReplayed, releaseHeld } from './connack-first.js'
+import memoryPersistence from 'aedes-persistence'
 import { Aedes, type Client, type AuthenticateError, type PublishPacket, type Subscription } from 'aedes'
 import type { IngestQueue } from './ingest-queue.js'
 import type { Logger } from './logger.js'
@@ -155,6 +157,10 @@ const DUMMY_HASH = hashSecret('fleetgate-dummy-secret')
 // this many bytes (its full size is in `detail`).
 const DEAD_LETTER_MAX_BYTES = 64 * 1024
 
+// aedes-persistence is CommonJS whose module.exports is the factory; its type
+// definitions declare it as a default export.
+const createMemoryPersistence = memoryPersistence as unknown as () => unknown
+
 export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBroker> {
   const { metrics, log, queue, presence } = opts
   const DAY_MS = 86_400_000
@@ -181,7 +187,9 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   const aedes = await Aedes.createBroker({
     id: opts.brokerId,
     ...(opts.mq ? { mq: opts.mq as never } : {}),
-    ...(opts.persistence ? { persistence: opts.persistence as never } : {}),
+    // The session store (Redis in cluster mode, else aedes' in-memory one),
+    // its queue replay recorded for connack-first.ts.
+    persistence: markReplayed((opts.persistence ?? createMemoryPersistence()) as never),
     connectTimeout: opts.connectTimeoutMs,
     // A client that does not read its socket is disconnected after this,
     // instead of queueing deliveries for it without bound.
@@ -479,6 +487,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     })
   }
   aedes.on('subscribe', (subs: Subscription[], client: FleetClient) => deliverWaiting(client, subs.map((s) => s.topic)))
+  aedes.on('clientReady', (client: FleetClient) => releaseHeld(client))
   aedes.on('clientReady', (client: FleetClient) => deliverWaiting(client, Object.keys((client as unknown as { subscriptions: object }).subscriptions)))
   aedes.on('keepaliveTimeout', (client: FleetClient) => { client.fgReason = 'keepalive_timeout' })
   aedes.on('clientError', (client: FleetClient, err: Error) => {
@@ -528,6 +537,9 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   const maxPacketBytes = opts.maxPacketBytes ?? 268_435_455
   const handle = (conn: Duplex, req?: IncomingMessage) => {
     const client = (aedes.handle as (c: Duplex, r?: IncomingMessage) => FleetClient)(conn, req)
+    // CONNACK, then the stored session, then live messages (connack-first.ts).
+    holdUntilReady(client)
+    conn.once('close', () => releaseHeld(client))
     try {
       limitPacketSize(client, maxPacketBytes, onOversized)
     } catch (err) {

@@ -18,7 +18,11 @@ export interface BrokerProcess {
   notReadyReason (): Promise<string | undefined>
   api (method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number, body: any }> // eslint-disable-line @typescript-eslint/no-explicit-any
   kill (signal?: NodeJS.Signals): Promise<void>
+  /** The last log lines (pino JSON) the process wrote, for a failing test to show. */
+  logTail (lines?: number): string
 }
+
+const LOG_TAIL_LINES = 400
 
 export async function startBrokerProcess (env: Record<string, string>): Promise<BrokerProcess> {
   // Given ports are kept (a restart on the same address); otherwise free ones.
@@ -36,7 +40,17 @@ export async function startBrokerProcess (env: Record<string, string>): Promise<
       MQTT_AUTH_FAILURE_MAX_DELAY_MS: '0',
       ...env
     },
-    stdio: ['ignore', 'ignore', 'inherit']
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  // Always read (a full pipe would block the broker); keep only the tail.
+  const tail: string[] = []
+  let partial = ''
+  proc.stdout!.setEncoding('utf8')
+  proc.stdout!.on('data', (chunk: string) => {
+    const lines = (partial + chunk).split('\n')
+    partial = lines.pop()!
+    for (const l of lines) if (l) tail.push(l)
+    if (tail.length > LOG_TAIL_LINES * 2) tail.splice(0, tail.length - LOG_TAIL_LINES)
   })
   const base = `http://127.0.0.1:${httpPort}`
   const self: BrokerProcess = {
@@ -66,6 +80,9 @@ export async function startBrokerProcess (env: Record<string, string>): Promise<
       let parsed: unknown = text
       try { parsed = JSON.parse(text) } catch {}
       return { status: res.status, body: parsed }
+    },
+    logTail (lines = 100) {
+      return tail.slice(-lines).join('\n')
     },
     async kill (signal = 'SIGTERM') {
       if (proc.exitCode !== null || proc.signalCode !== null) return
