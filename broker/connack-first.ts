@@ -12,72 +12,99 @@
 // hangs until its connect timeout), and gets each queued message twice (once
 // replayed, once live).
 //
-// Both wrappers here close that window, one connection at a time:
+// The wrappers here close that window, one connection at a time:
 // - holdUntilReady(): the connection's live deliveries wait, in order, until
 //   aedes reports it ready (CONNACK written and stored queue replayed);
-// - markReplayed(): each message replayed from the stored queue is recorded
-//   in aedes' own per-connection duplicate filter (the highest counter seen
-//   per originating broker), so the live copy of it is dropped when the
-//   held deliveries run.
+// - markReplayed(): each message replayed from the stored queue is noted by
+//   its identity (originating broker and counter), and the live copy of
+//   exactly that message is dropped when it comes, held or later. (Not
+//   through aedes' own duplicate filter, which keeps only the highest
+//   counter per broker and would drop older messages that were never queued,
+//   such as QoS 0 ones.)
 import type { Client } from 'aedes'
 
-type Deliver = (packet: unknown, cb: (err?: Error | null) => void) => void
+type Deliver = (packet: StoredPacket, cb: (err?: Error | null) => void) => void
 
-interface DeliveringClient {
-  deliver0: Deliver
-  deliverQoS: Deliver
-  duplicates: Record<string, number>
-  closed?: boolean
+interface StoredPacket { brokerId?: string, brokerCounter?: number | string }
+
+interface ConnectionState {
+  /** Deliveries waiting for the connection to be ready; undefined once it is. */
+  held: Array<{ deliver: Deliver, packet: StoredPacket }> | undefined
+  /** Identities of replayed messages whose live copy has not come yet. */
+  replayed: Set<string>
 }
 
-interface StoredPacket { brokerId?: string, brokerCounter?: number }
+const STATE = Symbol('fleetgate.connackFirst')
+// A live copy comes within moments of the replay (it is the same publish,
+// routed); after this, what is left in `replayed` will never be matched.
+const REPLAYED_TTL_MS = 30_000
 
-const HELD = Symbol('fleetgate.heldDeliveries')
+type Tracked = Client & { [STATE]?: ConnectionState }
+
+const identity = (p: StoredPacket): string | undefined =>
+  p.brokerId && typeof p.brokerCounter === 'number' ? `${p.brokerId}:${p.brokerCounter}` : undefined
 
 /** Called for each new connection, before its CONNECT is handled. */
 export function holdUntilReady (client: Client): void {
-  const c = client as unknown as DeliveringClient & { [HELD]?: Array<() => void> }
-  const held: Array<() => void> = []
-  c[HELD] = held
+  const c = client as Tracked
+  const state: ConnectionState = { held: [], replayed: new Set() }
+  c[STATE] = state
+  const d = client as unknown as { deliver0: Deliver, deliverQoS: Deliver }
   const wrap = (deliver: Deliver): Deliver => function heldDeliver (packet, cb) {
-    if (c[HELD] === undefined) return deliver(packet, cb)
-    // The callback is kept, so routing of this message waits for the
-    // connection too (for a few ms: its session is being replayed).
-    held.push(() => deliver(packet, cb))
+    if (state.replayed.size > 0) {
+      const id = identity(packet)
+      if (id !== undefined && state.replayed.delete(id)) { setImmediate(cb); return }
+    }
+    if (state.held === undefined) return deliver(packet, cb)
+    // Routing is not held up meanwhile: the message is this connection's to
+    // deliver now (a persistent session also has it in its stored queue).
+    state.held.push({ deliver, packet })
+    setImmediate(cb)
   }
-  // addSubs() captures these when the subscription is made, so the wrappers
+  // addSubs() captures these when a subscription is made, so the wrappers
   // stay in place for the connection's life and pass through once released.
-  c.deliver0 = wrap(c.deliver0)
-  c.deliverQoS = wrap(c.deliverQoS)
+  d.deliver0 = wrap(d.deliver0)
+  d.deliverQoS = wrap(d.deliverQoS)
 }
 
 /**
- * The connection is ready (aedes 'clientReady'), or gone: held deliveries
- * run in order. For a closed connection they end at once, undelivered (a
- * persistent session keeps them in its stored queue).
+ * Ends the hold: when aedes reports the connection ready ('clientReady'),
+ * the held deliveries run in order; when the connection closed first
+ * (`deliver` false), they are dropped.
  */
-export function releaseHeld (client: Client): void {
-  const c = client as unknown as DeliveringClient & { [HELD]?: Array<() => void> }
-  const held = c[HELD]
-  if (held === undefined) return
-  c[HELD] = undefined
-  for (const run of held) run()
+export function releaseHeld (client: Client, deliver = true): void {
+  const state = (client as Tracked)[STATE]
+  const held = state?.held
+  if (state === undefined || held === undefined) return
+  state.held = undefined
+  if (deliver) {
+    for (const h of held) {
+      // Most held messages are live copies of what was just replayed.
+      const id = identity(h.packet)
+      if (id !== undefined && state.replayed.delete(id)) continue
+      // A failed write is reported and handled by aedes (the connection closes).
+      try { h.deliver(h.packet, noop) } catch {}
+    }
+  }
+  if (state.replayed.size > 0) setTimeout(() => state.replayed.clear(), REPLAYED_TTL_MS).unref()
 }
 
 /** Wraps the session store's replay of a connection's queue (aedes' emptyQueue). */
 export function markReplayed<P extends { outgoingStream (client: Client): AsyncIterable<StoredPacket> }> (persistence: P): P {
   const outgoingStream = persistence.outgoingStream.bind(persistence)
   persistence.outgoingStream = function markedOutgoingStream (client: Client) {
-    const duplicates = (client as unknown as DeliveringClient).duplicates
+    const replayed = (client as Tracked)[STATE]?.replayed
     const source = outgoingStream(client)
+    if (replayed === undefined) return source
     return (async function * () {
       for await (const packet of source) {
-        const id = packet.brokerId
-        const counter = packet.brokerCounter
-        if (id && typeof counter === 'number' && (duplicates[id] ?? 0) < counter) duplicates[id] = counter
+        const id = identity(packet)
+        if (id !== undefined) replayed.add(id)
         yield packet
       }
     })()
   }
   return persistence
 }
+
+function noop (): void {}

@@ -539,7 +539,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     const client = (aedes.handle as (c: Duplex, r?: IncomingMessage) => FleetClient)(conn, req)
     // CONNACK, then the stored session, then live messages (connack-first.ts).
     holdUntilReady(client)
-    conn.once('close', () => releaseHeld(client))
+    conn.once('close', () => releaseHeld(client, false))
     try {
       limitPacketSize(client, maxPacketBytes, onOversized)
     } catch (err) {
