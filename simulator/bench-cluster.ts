@@ -18,6 +18,7 @@ import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { pino } from 'pino'
+import pg from 'pg'
 import { startEmbeddedPostgres, freePort } from '../broker/embedded-postgres.js'
 import type { AgentConfig, AgentMessage } from './config-agent-worker.js'
 import { rssMb, waitHttp } from './process-stats.js'
@@ -79,7 +80,31 @@ async function stopBroker (b: Broker) {
   await new Promise((resolve) => b.proc.once('exit', resolve))
 }
 
-async function runPhase (phase: string, brokers: Broker[], n: number, redisPid?: number): Promise<PhaseResult> {
+// Statements running for more than 3 s while the rollout runs, with what
+// they wait for and who blocks them: printed once each, for diagnosis.
+function watchSlowStatements (databaseUrl: string): () => Promise<void> {
+  const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 })
+  const seen = new Set<string>()
+  const timer = setInterval(() => {
+    pool.query<{ pid: number, started: string, age: number, wait_event_type: string | null, wait_event: string | null, blockers: number[], query: string, blocker_queries: string[] | null }>(
+      `SELECT a.pid, a.query_start::text AS started, extract(epoch FROM now() - a.query_start)::float8 AS age,
+              a.wait_event_type, a.wait_event, pg_blocking_pids(a.pid) AS blockers, left(a.query, 160) AS query,
+              (SELECT array_agg(b.state || ': ' || left(b.query, 160)) FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid))) AS blocker_queries
+         FROM pg_stat_activity a
+        WHERE a.state = 'active' AND a.pid <> pg_backend_pid() AND now() - a.query_start > interval '3 seconds'
+          AND a.query NOT LIKE 'LISTEN%' AND a.backend_type = 'client backend'`).then(({ rows }) => {
+      for (const r of rows) {
+        const key = `${r.pid}@${r.started}`
+        if (seen.has(key)) continue
+        seen.add(key)
+        console.error(`slow statement: pid ${r.pid}, ${r.age.toFixed(1)} s, waiting ${r.wait_event_type ?? '-'}/${r.wait_event ?? '-'}, blocked by ${JSON.stringify(r.blockers)} ${JSON.stringify(r.blocker_queries ?? [])}: ${r.query.replace(/\s+/g, ' ')}`)
+      }
+    }, () => {})
+  }, 1000)
+  return async () => { clearInterval(timer); await pool.end() }
+}
+
+async function runPhase (phase: string, brokers: Broker[], n: number, databaseUrl: string, redisPid?: number): Promise<PhaseResult> {
   const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }
   const api = brokers[0]!.api
   const prefix = `${phase}-${n}`
@@ -116,6 +141,7 @@ async function runPhase (phase: string, brokers: Broker[], n: number, redisPid?:
   console.error(`${phase}: ${connected} connected, ${failed} gave up, ${retries} retries ${JSON.stringify(reasons)}, in ${connectSeconds.toFixed(1)} s; broker RSS ${brokerRssMb.map((x) => x.toFixed(0)).join(', ')} MB`)
 
   // One rollout, posted to the first replica.
+  const stopWatching = watchSlowStatements(databaseUrl)
   const t1 = Date.now()
   const ro = await (await fetch(`${api}/v1/rollouts`, { method: 'POST', headers, body: JSON.stringify({ selector: `bench=${prefix}`, config: { interval: 20 } }) })).json() as { id: string }
   let inSyncMs = NaN
@@ -130,6 +156,7 @@ async function runPhase (phase: string, brokers: Broker[], n: number, redisPid?:
   for (const end = Date.now() + 10_000; !reportedAll() && Date.now() < end;) await sleep(50)
   const times = devices.map((d) => reports.get(`${d.id}:1`))
   const missing = times.filter((x) => x === undefined).length
+  await stopWatching()
   const allReportedMs = missing === 0 ? Math.max(...times as number[]) - t1 : NaN
   console.error(`${phase}: rollout to ${n} devices: all reported in ${allReportedMs} ms, all in sync by the API in ${inSyncMs} ms, ${missing} missing`)
   for (const a of agents) a.send({ type: 'stop' })
@@ -157,14 +184,14 @@ async function main () {
     if (single > 0) {
       const b = await startBroker({ DATABASE_URL: db.url })
       running.push(b)
-      results.push(await runPhase('single', [b], single))
+      results.push(await runPhase('single', [b], single, db.url))
       await stopBroker(b)
     }
     const n = Number(args.cluster)
     if (n > 0) {
       const replicas = await Promise.all(Array.from({ length: Number(args.replicas) }, () => startBroker({ DATABASE_URL: db.url, REDIS_URL: redis.url })))
       running.push(...replicas)
-      results.push(await runPhase('cluster', replicas, n, redis.pid))
+      results.push(await runPhase('cluster', replicas, n, db.url, redis.pid))
       await Promise.all(replicas.map(stopBroker))
     }
     console.log('\nphase     replicas  devices  connected  connects/s  broker RSS MB (each)   Redis RSS MB  rollout: all reported  in sync (API)')
