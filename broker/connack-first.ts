@@ -44,6 +44,13 @@ type Tracked = Client & { [STATE]?: ConnectionState }
 const identity = (p: StoredPacket): string | undefined =>
   p.brokerId && typeof p.brokerCounter === 'number' ? `${p.brokerId}:${p.brokerCounter}` : undefined
 
+/** True (once) for the live copy of a message replayed from the stored queue. */
+function isReplayedCopy (state: ConnectionState, packet: StoredPacket): boolean {
+  if (state.replayed.size === 0) return false
+  const id = identity(packet)
+  return id !== undefined && state.replayed.delete(id)
+}
+
 /** Called for each new connection, before its CONNECT is handled. */
 export function holdUntilReady (client: Client): void {
   const c = client as Tracked
@@ -51,10 +58,7 @@ export function holdUntilReady (client: Client): void {
   c[STATE] = state
   const d = client as unknown as { deliver0: Deliver, deliverQoS: Deliver }
   const wrap = (deliver: Deliver): Deliver => function heldDeliver (packet, cb) {
-    if (state.replayed.size > 0) {
-      const id = identity(packet)
-      if (id !== undefined && state.replayed.delete(id)) { setImmediate(cb); return }
-    }
+    if (isReplayedCopy(state, packet)) { setImmediate(cb); return }
     if (state.held === undefined) return deliver(packet, cb)
     // Routing is not held up meanwhile: the message is this connection's to
     // deliver now (a persistent session also has it in its stored queue).
@@ -80,8 +84,7 @@ export function releaseHeld (client: Client, deliver = true): void {
   if (deliver) {
     for (const h of held) {
       // Most held messages are live copies of what was just replayed.
-      const id = identity(h.packet)
-      if (id !== undefined && state.replayed.delete(id)) continue
+      if (isReplayedCopy(state, h.packet)) continue
       // A failed write is reported and handled by aedes (the connection closes).
       try { h.deliver(h.packet, noop) } catch {}
     }

@@ -44,7 +44,7 @@ test.before(async () => {
 
 test.afterEach.always((t) => {
   if (!t.passed) {
-    for (const p of running) console.error(`--- ${t.title}: replica MQTT ${p.mqttPort} MQTT ${p.mqttPort} (exit ${p.proc.exitCode ?? p.proc.signalCode ?? 'running'}), last log lines:\n${p.logTail(60)}`)
+    for (const p of running) console.error(`--- ${t.title}: replica MQTT ${p.mqttPort} (exit ${p.proc.exitCode ?? p.proc.signalCode ?? 'running'}), last log lines:\n${p.logTail(60)}`)
   }
   for (const p of running) if (p !== a && p !== b) running.delete(p)
 })

@@ -2,6 +2,7 @@
 // (SIGKILL) or run several replicas side by side as in production.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
+import { createInterface } from 'node:readline'
 import { freePort } from '../../broker/embedded-postgres.js'
 import { waitFor } from './wait.js'
 
@@ -44,12 +45,8 @@ export async function startBrokerProcess (env: Record<string, string>): Promise<
   })
   // Always read (a full pipe would block the broker); keep only the tail.
   const tail: string[] = []
-  let partial = ''
-  proc.stdout!.setEncoding('utf8')
-  proc.stdout!.on('data', (chunk: string) => {
-    const lines = (partial + chunk).split('\n')
-    partial = lines.pop()!
-    for (const l of lines) if (l) tail.push(l)
+  createInterface({ input: proc.stdout!, crlfDelay: Infinity }).on('line', (line) => {
+    if (line) tail.push(line)
     if (tail.length > LOG_TAIL_LINES * 2) tail.splice(0, tail.length - LOG_TAIL_LINES)
   })
   const base = `http://127.0.0.1:${httpPort}`
