@@ -132,6 +132,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     })
     metrics.queueCapacity.set(config.INGEST_QUEUE_ROWS)
     metrics.observe({
+      oldestBatchSeconds: () => writer.oldestBatchMs() / 1000,
       queueRows: () => queue.rows,
       queueWaiting: () => queue.waiting,
       poolTotal: () => pool.totalCount,
@@ -150,6 +151,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       observer: {
         onBatch: (rows, seconds) => { metrics.batchRows.observe(rows); metrics.flushSeconds.observe(seconds) },
         onRetry: () => metrics.retries.inc(),
+        onStoreFault: (err) => metrics.storeFaults.inc({ code: (err as { code?: string }).code ?? 'unknown' }),
         onRowRejected: () => metrics.deadLetters.inc({ reason: 'db_rejected' }),
         onQueueWait: (s) => metrics.queueWait.observe(s),
         onCommitted: (rows) => metrics.rowsCommitted.inc(rows)
@@ -196,7 +198,11 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
           if (phase === 'draining') return 'draining'
           if (phase === 'starting' || phase === 'migrating') return 'migrations not applied yet'
           if (!mqtt?.listening) return 'MQTT listener not accepting'
-          if (writer.degraded) return 'database writes failing'
+          // A write held by locks or a slow disk fails nothing, so it is
+          // watched by age (issue 11).
+          const stalledMs = writer.oldestBatchMs()
+          if (stalledMs > config.INGEST_STALL_MS) return `database writes stalled: a batch has been in flight for ${Math.round(stalledMs / 1000)} s`
+          if (writer.degraded) return writer.problem ?? 'database writes failing'
           const redis = cluster?.problem()
           if (redis) return redis
           try { await ping(pool) } catch { return 'database unreachable' }
@@ -280,6 +286,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       maxPacketBytes: config.MQTT_MAX_PACKET_BYTES,
       telemetryMaxBytes: config.TELEMETRY_MAX_BYTES,
       telemetryMaxReadings: config.TELEMETRY_MAX_READINGS,
+      telemetryMaxDepth: config.TELEMETRY_MAX_DEPTH,
       telemetryRetentionDays: config.TELEMETRY_RETENTION_DAYS,
       telemetryMaxFutureMs: config.TELEMETRY_MAX_FUTURE_MS,
       credentials,

@@ -8,14 +8,30 @@
 // age, block when full).
 //
 // Failures (Vector's "explicit list of retriable errors", inverted): an error
-// that says a row's data was refused (SQLSTATE classes 22, 23 and 54) splits
-// the batch in halves until the offending row is alone; that row is then
-// dead-lettered with its reason and the rest commit. Every other error
-// (connection refused or lost, timeouts, admin shutdown, too many connections,
-// serialization failures) is retried with exponential backoff and full
-// jitter, capped at `retryMaxMs`, for as long as the writer runs: rows that
-// were accepted are never dropped, and because their PUBACK waits for the
-// commit, a device whose message is stuck simply is not acknowledged yet.
+// that says data was refused (SQLSTATE classes 22, 23 and 54) means either a
+// bad row or a store that refuses every row (a CHECK constraint or trigger
+// added to the table, a missing partition, issue 11). The rule that tells
+// them apart: the rows are written again in one transaction that first
+// writes a minimal stand-in of the same kind, for the same device and time
+// (so the same partition), and rolls it back to a savepoint
+// (BatchSink.writeProbed). The stand-in's insert keeps the table locked
+// against the DDL that adds or drops constraints and triggers until the
+// commit, so both verdicts are about the same table.
+// - The stand-in is refused: a store fault. Nothing is dead-lettered; the
+//   batch is retried with backoff, its PUBACKs wait, readiness reports the
+//   fault, and the readings are stored as telemetry once it is gone.
+// - The stand-in is taken but the rows are refused: the data is bad. The
+//   batch is split in halves (each half judged the same way) until the
+//   offending row is alone; that row is dead-lettered with its reason and
+//   the rest commit.
+// - Both are taken (the fault ended meanwhile): the rows are committed.
+// Every other error (connection refused or lost, timeouts, admin shutdown,
+// too many connections, serialization failures) is retried with exponential
+// backoff and full jitter, capped at `retryMaxMs`, for as long as the writer
+// runs: rows that were accepted are never dropped, and because their PUBACK
+// waits for the commit, a device whose message is stuck simply is not
+// acknowledged yet. A dead letter is a stored message too: one the database
+// refuses is held and retried like telemetry, never acknowledged unstored.
 import type { IngestEntry, IngestQueue } from './ingest-queue.js'
 import type { Logger } from './logger.js'
 
@@ -24,11 +40,25 @@ export interface BatchSink<Row> {
   write (rows: Row[]): Promise<void>
   /** Stores a single row that PostgreSQL refused (dead letter), or throws. */
   reject (row: Row, err: Error): Promise<void>
+  /**
+   * Commits the rows in one transaction that first writes minimal stand-ins
+   * for them (same kinds, same keys that pick a partition) and rolls those
+   * back to a savepoint. Throws StandInRefused when a stand-in is refused
+   * (the store refuses every row), else what the database says.
+   */
+  writeProbed (rows: Row[]): Promise<void>
+}
+
+/** Thrown by BatchSink.writeProbed: the store refused a minimal stand-in row. */
+export class StandInRefused extends Error {
+  constructor (override readonly cause: Error) { super(cause.message) }
 }
 
 export interface BatchWriterObserver {
   onBatch? (rows: number, seconds: number): void
   onRetry? (err: Error): void
+  /** A data error that the store gives for any row (see the rule above); the batch is held and retried. */
+  onStoreFault? (err: Error): void
   onRowRejected? (): void
   /** Seconds a message waited in the queue before its batch was cut. */
   onQueueWait? (seconds: number): void
@@ -52,6 +82,10 @@ export interface BatchWriter {
   readonly busy: number
   /** True while a batch is failing and being retried (database trouble). */
   readonly degraded: boolean
+  /** While degraded: what is failing, in words for /readyz. */
+  readonly problem: string | undefined
+  /** Milliseconds the oldest batch in flight has been written for (0: none). */
+  oldestBatchMs (): number
   /** Resolves when the queue is empty and no batch is in flight. */
   drain (): Promise<void>
   /** Stops retrying: in-flight batches fail, their entries get the error (no ack). */
@@ -59,6 +93,20 @@ export interface BatchWriter {
 }
 
 const DATA_ERROR_CLASSES = new Set(['22', '23', '54'])
+
+/** The rows themselves were refused (the store takes a stand-in): split, then dead-letter. */
+class RowsRefused extends Error {
+  constructor (override readonly cause: Error) { super(cause.message) }
+}
+
+/** The store refuses any row (the stand-in too): hold and retry. */
+class StoreFault extends Error {
+  readonly code: string | undefined
+  constructor (override readonly cause: Error) {
+    super(`the store refuses every row: ${cause.message}`)
+    this.code = (cause as { code?: string }).code
+  }
+}
 
 export function isDataError (err: unknown): boolean {
   const code = (err as { code?: unknown })?.code
@@ -71,6 +119,9 @@ export function createBatchWriter<Row> (opts: BatchWriterOptions<Row>): BatchWri
   const retryBaseMs = opts.retryBaseMs ?? 50
   let busy = 0
   let failing = 0
+  let problem: string | undefined
+  // Start times of the batches being written (one entry per batch).
+  const inFlight = new Set<{ startedAt: number }>()
   let aborted: Error | undefined
   let timer: NodeJS.Timeout | undefined
   let drainWaiters: Array<() => void> = []
@@ -92,8 +143,11 @@ export function createBatchWriter<Row> (opts: BatchWriterOptions<Row>): BatchWri
           await what()
           return
         } catch (err) {
-          if (isDataError(err) || aborted) throw err
+          if (err instanceof RowsRefused || aborted) throw err
           if (!counted) { counted = true; failing++ }
+          problem = err instanceof StoreFault
+            ? `database refuses every telemetry row (${err.code ?? 'data error'}: ${err.cause.message})`
+            : 'database writes failing'
           observer.onRetry?.(err as Error)
           const cap = Math.min(opts.retryMaxMs, retryBaseMs * 2 ** Math.min(attempt, 20))
           const delay = Math.random() * cap
@@ -108,14 +162,36 @@ export function createBatchWriter<Row> (opts: BatchWriterOptions<Row>): BatchWri
     }
   }
 
-  /** Writes rows; on a data error splits them until the bad row is alone, then dead-letters it. */
-  async function writeRows (rows: Row[]): Promise<void> {
+  /** One write; a data error is judged with a stand-in (the rule above). */
+  async function writeOnce (rows: Row[]): Promise<void> {
     try {
-      await withRetry(() => sink.write(rows))
+      await sink.write(rows)
     } catch (err) {
       if (!isDataError(err)) throw err
+      try {
+        await sink.writeProbed(rows)
+      } catch (probedErr) {
+        if (probedErr instanceof StandInRefused && isDataError(probedErr.cause)) {
+          const fault = new StoreFault(probedErr.cause)
+          observer.onStoreFault?.(fault)
+          throw fault
+        }
+        if (isDataError(probedErr)) throw new RowsRefused(probedErr as Error)
+        throw probedErr // the database is away: retried like any outage
+      }
+    }
+  }
+
+  /** Writes rows; when they are refused, splits them until the bad row is alone, then dead-letters it. */
+  async function writeRows (rows: Row[]): Promise<void> {
+    try {
+      await withRetry(() => writeOnce(rows))
+    } catch (err) {
+      if (!(err instanceof RowsRefused)) throw err
       if (rows.length === 1) {
-        await withRetry(() => sink.reject(rows[0]!, err as Error))
+        // The dead letter is retried like any write (a dead_letters table
+        // that refuses rows is a store fault too): stored, or not acknowledged.
+        await withRetry(() => sink.reject(rows[0]!, err.cause))
         observer.onRowRejected?.()
         return
       }
@@ -126,6 +202,16 @@ export function createBatchWriter<Row> (opts: BatchWriterOptions<Row>): BatchWri
   }
 
   async function writeBatch (entries: Array<IngestEntry<Row>>): Promise<void> {
+    const flight = { startedAt: Date.now() }
+    inFlight.add(flight)
+    try {
+      await writeEntries(entries)
+    } finally {
+      inFlight.delete(flight)
+    }
+  }
+
+  async function writeEntries (entries: Array<IngestEntry<Row>>): Promise<void> {
     const started = performance.now()
     const cutAt = Date.now()
     const rows: Row[] = []
@@ -183,6 +269,12 @@ export function createBatchWriter<Row> (opts: BatchWriterOptions<Row>): BatchWri
   return {
     get busy () { return busy },
     get degraded () { return failing > 0 },
+    get problem () { return failing > 0 ? problem : undefined },
+    oldestBatchMs () {
+      let oldest = Infinity
+      for (const f of inFlight) if (f.startedAt < oldest) oldest = f.startedAt
+      return oldest === Infinity ? 0 : Date.now() - oldest
+    },
     drain () {
       if (timer) { clearTimeout(timer); timer = undefined }
       // A closed queue no longer waits for age: flush what is there now.

@@ -15,6 +15,7 @@ export interface MetricSources {
   poolTotal? (): number
   poolIdle? (): number
   poolWaiting? (): number
+  oldestBatchSeconds? (): number
 }
 
 export function createMetrics (opts: { collectDefault?: boolean } = {}) {
@@ -51,6 +52,8 @@ export function createMetrics (opts: { collectDefault?: boolean } = {}) {
     flushSeconds: new client.Histogram({ name: 'fleetgate_ingest_flush_seconds', help: 'Time to commit one batch, retries included', buckets: LATENCY_BUCKETS, registers: r }),
     rowsCommitted: new client.Counter({ name: 'fleetgate_ingest_rows_committed_total', help: 'Rows committed (readings and dead letters)', registers: r }),
     readingsAccepted: new client.Counter({ name: 'fleetgate_ingest_readings_accepted_total', help: 'Readings accepted into the ingest queue', registers: r }),
+    oldestBatchSeconds: gaugeFrom('fleetgate_ingest_oldest_batch_age_seconds', 'Age of the oldest batch being written (0 when none): a stalled write shows here', () => sources.oldestBatchSeconds?.()),
+    storeFaults: new client.Counter({ name: 'fleetgate_ingest_store_faults_total', help: 'Batch writes refused for every row (table-wide constraint, trigger, missing partition): held and retried, not dead-lettered', labelNames: ['code'] as const, registers: r }),
     retries: new client.Counter({ name: 'fleetgate_ingest_retries_total', help: 'Batch writes retried after a database error', registers: r }),
     deadLetters: new client.Counter({ name: 'fleetgate_ingest_dead_letters_total', help: 'Messages or readings dead-lettered, by reason', labelNames: ['reason'] as const, registers: r }),
     deadLettersLost: new client.Counter({ name: 'fleetgate_ingest_dead_letters_lost_total', help: 'Dead letters PostgreSQL refused to store (logged at error)', registers: r }),
@@ -67,6 +70,9 @@ export function createMetrics (opts: { collectDefault?: boolean } = {}) {
     configSyncLag: new client.Histogram({ name: 'fleetgate_config_sync_lag_seconds', help: 'From a desired config version being set to the device reporting it', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600], registers: r }),
     // presence
     connectionErrors: new client.Counter({ name: 'fleetgate_mqtt_connection_errors_total', help: 'Connections closed before a CONNECT was accepted, by reason', labelNames: ['reason'] as const, registers: r }),
+    protocolViolations: new client.Counter({ name: 'fleetgate_mqtt_protocol_violations_total', help: 'Connections closed for a packet that breaks an MQTT rule, by rule (broker/protocol-rules.ts)', labelNames: ['rule'] as const, registers: r }),
+    hookErrors: new client.Counter({ name: 'fleetgate_mqtt_hook_errors_total', help: 'Errors inside an MQTT hook or event handler; each closed its connection', labelNames: ['hook'] as const, registers: r }),
+    duplicatesIgnored: new client.Counter({ name: 'fleetgate_mqtt_qos2_duplicates_total', help: 'QoS 2 PUBLISH repeats of a packet id awaiting PUBREL: answered with PUBREC, not stored again', registers: r }),
     oversizedPackets: new client.Counter({ name: 'fleetgate_mqtt_oversized_packets_total', help: 'Connections closed for a packet larger than MQTT_MAX_PACKET_BYTES', registers: r }),
     presenceExpired: new client.Counter({ name: 'fleetgate_presence_expired_total', help: 'Devices set offline because their replica stopped heartbeating', registers: r }),
     clusterDispatch: new client.Counter({ name: 'fleetgate_cluster_dispatch_total', help: 'Configs, commands and disconnects sent to devices on other replicas, by outcome', labelNames: ['outcome'] as const, registers: r }),

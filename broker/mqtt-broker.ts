@@ -11,7 +11,9 @@ import type { Server as HttpServer, IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, createWebSocketStream } from 'ws'
 import { once } from 'node:events'
-import { limitPacketSize, PacketTooLargeError } from './packet-size-limit.js'
+import { enforceProtocolRules, limitPacketSize, PacketTooLargeError } from './packet-size-limit.js'
+import { ProtocolViolationError } from './protocol-rules.js'
+import { createHookGuard, type HookName } from './hook-guard.js'
 import { withTimeout } from './with-timeout.js'
 import { holdUntilReady, markReplayed, releaseHeld } from './connack-first.js'
 import memoryPersistence from 'aedes-persistence'
@@ -85,6 +87,7 @@ export interface MqttBrokerOptions {
   connectTimeoutMs: number
   telemetryMaxBytes: number
   telemetryMaxReadings: number
+  telemetryMaxDepth: number
   telemetryRetentionDays: number
   telemetryMaxFutureMs: number
   credentials: CredentialCache
@@ -157,6 +160,12 @@ const DUMMY_HASH = hashSecret('fleetgate-dummy-secret')
 // this many bytes (its full size is in `detail`).
 const DEAD_LETTER_MAX_BYTES = 64 * 1024
 
+/** The part of aedes' persistence interface used here (incoming QoS 2 packets awaiting PUBREL). */
+interface SessionStore {
+  incomingGetPacket (client: object, packet: { messageId?: number }): Promise<unknown>
+  incomingDelPacket (client: object, packet: { messageId?: number }): Promise<void>
+}
+
 // aedes-persistence is CommonJS whose module.exports is the factory; its type
 // definitions declare it as a default export.
 const createMemoryPersistence = memoryPersistence as unknown as () => unknown
@@ -165,7 +174,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   const { metrics, log, queue, presence } = opts
   const DAY_MS = 86_400_000
   // The accepted ts window moves with the clock; recomputed once a second.
-  const limits = { maxBytes: opts.telemetryMaxBytes, maxReadings: opts.telemetryMaxReadings, minTs: 0, maxTs: 0 }
+  const limits = { maxBytes: opts.telemetryMaxBytes, maxReadings: opts.telemetryMaxReadings, maxDepth: opts.telemetryMaxDepth, minTs: 0, maxTs: 0 }
   const updateWindow = () => {
     const now = Date.now()
     limits.minTs = Math.floor(now / DAY_MS) * DAY_MS - opts.telemetryRetentionDays * DAY_MS
@@ -178,18 +187,25 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   const telemetryPublishes = [0, 1, 2].map((qos) => metrics.publishes.labels('telemetry', String(qos)))
   const ackLatency = metrics.pubackLatency
   const connectionGone = new Error('connection closed while waiting for room in the ingest queue')
+  const guard = createHookGuard({ log, onError: (hook) => metrics.hookErrors.inc({ hook }) })
 
   const lim = opts.limits
   const gate = lim ? createConnectGate({ ratePerSecond: lim.connectRatePerSecond, burst: lim.connectRatePerSecond, maxQueued: lim.connectQueue }) : undefined
   const authFailures = createAuthFailures({ baseDelayMs: 100, maxDelayMs: lim?.authFailureMaxDelayMs ?? 0, forgetAfterMs: 600_000, maxTracked: 100_000 })
   const budgets = new WeakMap<FleetClient, PublishBudget>()
 
+  // The session store (Redis in cluster mode, else aedes' in-memory one),
+  // its queue replay recorded for connack-first.ts, its PUBRELs for exactlyOnce().
+  const sessionStore = markReplayed((opts.persistence ?? createMemoryPersistence()) as never) as unknown as SessionStore
+  const deleteIncoming = sessionStore.incomingDelPacket.bind(sessionStore)
+  sessionStore.incomingDelPacket = (client, packet) => {
+    qos2Ids.get(client)?.delete(packet.messageId!)
+    return deleteIncoming(client, packet)
+  }
   const aedes = await Aedes.createBroker({
     id: opts.brokerId,
     ...(opts.mq ? { mq: opts.mq as never } : {}),
-    // The session store (Redis in cluster mode, else aedes' in-memory one),
-    // its queue replay recorded for connack-first.ts.
-    persistence: markReplayed((opts.persistence ?? createMemoryPersistence()) as never),
+    persistence: sessionStore as never,
     connectTimeout: opts.connectTimeoutMs,
     // A client that does not read its socket is disconnected after this,
     // instead of queueing deliveries for it without bound.
@@ -197,7 +213,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     // MQTT 3.1 (protocol level 3) caps ids at 23 bytes; device ids may be 128.
     maxClientsIdLength: 128,
 
-    preConnect (client: FleetClient, packet, done) {
+    preConnect (client: FleetClient, packet, done) { guard.run('preConnect', client, () => {
       // [MQTT-3.1.3-8]: a zero-length client id with CleanSession=0 gets
       // CONNACK 2. aedes would assign an id; remember it for authenticate().
       if (packet.clientId === '' && packet.clean === false) client.fgEmptyIdPersistent = true
@@ -207,18 +223,18 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       if (client.fgListener === 'tls') client.fgCertNames = certificateNames(client.conn as TLSSocket)
       if (!gate) return done(null, true)
       // The connection rate limit: a reconnect storm waits here, in order.
-      gate.acquire((admitted) => {
+      gate.acquire(guard.wrap('preConnect', client, (admitted: boolean) => {
         if (admitted) return done(null, true)
-        metrics.connackRefusals.inc({ code: 'none', reason: 'connect queue full' })
+        metrics.connackRefusals.inc({ code: 'none', reason: 'connect_queue_full' })
         log.info({ remote: client.fgRemote }, 'connection refused: connect queue full')
         done(new Error('connect queue full'), false)
-      })
-    },
+      }))
+    }) },
 
     authenticate (client: FleetClient, username, password, done) {
       authenticate(client, username, password).then(
-        () => { authFailures.succeeded(client.fgRemote); done(null, true) },
-        (err: AuthenticateError) => {
+        guard.wrap('authenticate', client, () => { authFailures.succeeded(client.fgRemote); done(null, true) }),
+        guard.wrap('authenticate', client, (err: AuthenticateError) => {
           const code = err.returnCode ?? CONNACK.SERVER_UNAVAILABLE
           metrics.connackRefusals.inc({ code: String(code), reason: err.message })
           log.info({ clientId: client.id, remote: client.fgRemote, code, reason: err.message }, 'connection refused')
@@ -226,12 +242,36 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
           // wait before its next refusal is sent.
           const delay = authFailures.delayFor(client.fgRemote)
           if (code === CONNACK.BAD_CREDENTIALS || code === CONNACK.NOT_AUTHORIZED) authFailures.failed(client.fgRemote)
-          if (delay > 0) setTimeout(() => done(err, false), delay)
+          if (delay > 0) setTimeout(guard.wrap('authenticate', client, () => done(err, false)), delay)
           else done(err, false)
-        })
+        }))
     },
 
     authorizePublish (client: FleetClient | null, packet: PublishPacket, done: (err?: Error | null) => void) {
+      guard.run('authorizePublish', client, () => authorizePublish(client, packet, done))
+    },
+
+    authorizeSubscribe (client: FleetClient, sub: Subscription, done) { guard.run('authorizeSubscribe', client, () => {
+      const ok = client.fgDeviceId !== undefined
+        ? deviceMaySubscribe(client.fgDeviceId, sub.topic)
+        : client.fgAnonymous === true && anonymousMaySubscribe(sub.topic)
+      if (ok) return done(null, sub)
+      metrics.aclRefusals.inc({ action: 'subscribe' })
+      log.info({ deviceId: client.fgDeviceId, clientId: client.id, filter: sub.topic }, 'subscription refused (0x80)')
+      done(null, null) // SUBACK return code 0x80 for this filter
+    }) },
+
+    authorizeForward (client: FleetClient, packet) {
+      // On an error the message is not forwarded to this client (whose
+      // connection is closed); other subscribers are unaffected.
+      return guard.run('authorizeForward', client, () => {
+        const ok = client.fgDeviceId !== undefined ? deviceMayReceive(client.fgDeviceId, packet.topic) : anonymousMayReceive(packet.topic)
+        return ok ? packet : null
+      }, null)
+    }
+  })
+
+  function authorizePublish (client: FleetClient | null, packet: PublishPacket, done: (err?: Error | null) => void) {
       const topic = packet.topic
       // No client: a will replayed by aedes for a connection that is gone (or
       // another broker's). Nothing without an authenticated device may write
@@ -262,32 +302,57 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
           // Over budget: hold the message (aedes stops reading the socket
           // meanwhile), then carry on. Backpressure, not disconnection.
           metrics.throttledSeconds.inc(wait / 1000)
-          setTimeout(() => continuePublish(client, deviceId, cls, packet, done), wait)
+          setTimeout(guard.wrap('authorizePublish', client, () => exactlyOnce(client, deviceId, cls, packet, done)), wait)
           return
         }
       }
-      continuePublish(client, deviceId, cls, packet, done)
-    },
+      exactlyOnce(client, deviceId, cls, packet, done)
+  }
 
-    authorizeSubscribe (client: FleetClient, sub: Subscription, done) {
-      const ok = client.fgDeviceId !== undefined
-        ? deviceMaySubscribe(client.fgDeviceId, sub.topic)
-        : client.fgAnonymous === true && anonymousMaySubscribe(sub.topic)
-      if (ok) return done(null, sub)
-      metrics.aclRefusals.inc({ action: 'subscribe' })
-      log.info({ deviceId: client.fgDeviceId, clientId: client.id, filter: sub.topic }, 'subscription refused (0x80)')
-      done(null, null) // SUBACK return code 0x80 for this filter
-    },
-
-    authorizeForward (client: FleetClient, packet) {
-      const ok = client.fgDeviceId !== undefined ? deviceMayReceive(client.fgDeviceId, packet.topic) : anonymousMayReceive(packet.topic)
-      return ok ? packet : null
+  // QoS 2 is exactly once [MQTT-4.3.3]: a PUBLISH re-sent with DUP while its
+  // packet id still awaits PUBREL must get PUBREC again but not be stored
+  // again. aedes makes that check only after authorizePublish, where the
+  // message has already been stored, so it is made here, per connection: a
+  // repeat of a packet id whose first copy is still being stored waits for
+  // that outcome; a repeat of one that was stored is answered at once
+  // (aedes then writes PUBREC). An id is forgotten on PUBREL (the session
+  // store's incomingDelPacket) or with the connection. A persistent session
+  // resumed on a new connection finds its stored ids in the session store.
+  // Bounded: aedes closes a connection with more than maxInflightInbound
+  // (1000) ids awaiting PUBREL.
+  type Qos2State = Array<(err?: Error | null) => void> | 'stored'
+  const qos2Ids = new WeakMap<object, Map<number, Qos2State>>()
+  function exactlyOnce (client: FleetClient, deviceId: string, cls: TopicClass, packet: PublishPacket, done: (err?: Error | null) => void) {
+    if (packet.qos !== 2) return continuePublish(client, deviceId, cls, packet, done)
+    const id = packet.messageId!
+    let ids = qos2Ids.get(client)
+    const state = ids?.get(id)
+    if (state !== undefined) {
+      metrics.duplicatesIgnored.inc()
+      if (state === 'stored') return done(null)
+      state.push(done)
+      return
     }
-  })
+    if (!ids) { ids = new Map(); qos2Ids.set(client, ids) }
+    const waiters: Array<(err?: Error | null) => void> = [done]
+    ids.set(id, waiters)
+    const finish = guard.wrap('authorizePublish', client, (err?: Error | null) => {
+      if (err) ids!.delete(id)
+      else ids!.set(id, 'stored')
+      for (const w of waiters) w(err)
+    })
+    sessionStore.incomingGetPacket(client, { messageId: id }).then(
+      guard.wrap('authorizePublish', client, () => {
+        // Stored by an earlier connection of this session, still awaiting PUBREL.
+        metrics.duplicatesIgnored.inc()
+        finish(null)
+      }),
+      guard.wrap('authorizePublish', client, () => continuePublish(client, deviceId, cls, packet, finish)))
+  }
 
   function continuePublish (client: FleetClient, deviceId: string, cls: TopicClass, packet: PublishPacket, done: (err?: Error | null) => void) {
       const topic = packet.topic
-      if (cls === 'telemetry') telemetryPublishes[packet.qos]!.inc()
+      if (cls === 'telemetry') telemetryPublishes[packet.qos]!.inc() // qos is 0–2: protocol-rules.ts closes anything else
       else metrics.publishes.inc({ topic_class: cls, qos: packet.qos })
       metrics.bytesIn.inc(packet.payload.length)
       presence.seen(deviceId)
@@ -299,7 +364,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       const work = cls === 'config_reported'
         ? opts.sessions.configReported(deviceId, payload)
         : opts.sessions.commandResult(deviceId, topic.split('/')[3]!, payload)
-      work.then((r) => {
+      work.then(guard.wrap('deviceMessage', client, (r: Awaited<typeof work>) => {
         metrics.deviceMessages.inc({ kind: cls, outcome: r.outcome })
         if (r.outcome !== 'recorded') log.info({ deviceId, topic, outcome: r.outcome }, 'device message not recorded')
         else if (cls === 'command_result') {
@@ -308,11 +373,11 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
           log.info({ deviceId, commandId: topic.split('/')[3], status: r.status, correlationId: r.correlationId }, 'command result recorded')
         } else if (r.syncLagSeconds !== undefined) metrics.configSyncLag.observe(r.syncLagSeconds)
         done(null)
-      }, (err: Error) => {
+      }), guard.wrap('deviceMessage', client, (err: Error) => {
         metrics.deviceMessages.inc({ kind: cls, outcome: 'error' })
         log.warn({ deviceId, topic, err: { message: err.message } }, 'device message could not be recorded; no PUBACK')
         done(err)
-      })
+      }))
   }
 
   async function authenticate (client: FleetClient, username: string | undefined, password: Buffer | undefined): Promise<void> {
@@ -409,7 +474,9 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       bytes: packet.payload.length,
       owner: client,
       enqueuedAt: 0,
-      done (err) {
+      // Called by the batch writer: an exception here must not stop it
+      // acknowledging the batch's other entries.
+      done: guard.wrap('ingest', client, (err?: Error) => {
         if (err) {
           // Not stored: no PUBACK; the connection closes and the device
           // retransmits (QoS 1) after reconnecting. A QoS 0 message refused
@@ -420,8 +487,8 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
         }
         ackLatency.observe((Date.now() - receivedAt) / 1000)
         if (!qos0) done(null)
-      }
-    }, qos0 ? () => { admitted = true; done(null) } : undefined)
+      })
+    }, qos0 ? guard.wrap('ingest', client, () => { admitted = true; done(null) }) : undefined)
     if (!accepted) {
       metrics.refused.inc({ reason: 'draining' })
       done(new Error('server is shutting down'))
@@ -446,13 +513,22 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     routePublish(packet, client, done)
   }
 
-  aedes.on('client', (client: FleetClient) => {
+  // Every event handler runs through the hook guard (hook-guard.ts).
+  const on = <A extends unknown[]>(event: string, hook: HookName, fn: (client: FleetClient, ...rest: A) => void) => {
+    (aedes as unknown as NodeJS.EventEmitter).on(event, (...args: unknown[]) => {
+      // aedes passes the client first, except for 'subscribe' and 'ping' (packet, client).
+      const client = (event === 'subscribe' || event === 'ping' ? args[1] : args[0]) as FleetClient
+      const rest = (event === 'subscribe' || event === 'ping' ? [args[0], ...args.slice(2)] : args.slice(1)) as A
+      guard.run(hook, client, () => fn(client, ...rest))
+    })
+  }
+  on('client', 'client', (client) => {
     metrics.connects.inc()
     metrics.connectedClients.set(aedes.connectedClients)
     if (client.fgDeviceId) presence.connected(client.fgDeviceId)
     log.debug({ clientId: client.id, remote: client.fgRemote }, 'client connected')
   })
-  aedes.on('clientDisconnect', (client: FleetClient) => {
+  on('clientDisconnect', 'clientDisconnect', (client) => {
     const reason = client.fgReason ?? ((client as unknown as { _disconnected: boolean })._disconnected ? 'clean' : 'connection_lost')
     metrics.disconnects.inc({ reason })
     metrics.connectedClients.set(aedes.connectedClients)
@@ -486,11 +562,11 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       if (next && !client.closed) deliverWaiting(client, [...next])
     })
   }
-  aedes.on('subscribe', (subs: Subscription[], client: FleetClient) => deliverWaiting(client, subs.map((s) => s.topic)))
-  aedes.on('clientReady', (client: FleetClient) => releaseHeld(client))
-  aedes.on('clientReady', (client: FleetClient) => deliverWaiting(client, Object.keys((client as unknown as { subscriptions: object }).subscriptions)))
-  aedes.on('keepaliveTimeout', (client: FleetClient) => { client.fgReason = 'keepalive_timeout' })
-  aedes.on('clientError', (client: FleetClient, err: Error) => {
+  on('subscribe', 'subscribe', (client, subs: Subscription[]) => deliverWaiting(client, subs.map((s) => s.topic)))
+  on('clientReady', 'clientReady', (client) => releaseHeld(client))
+  on('clientReady', 'clientReady', (client) => deliverWaiting(client, Object.keys((client as unknown as { subscriptions: object }).subscriptions)))
+  on('keepaliveTimeout', 'keepaliveTimeout', (client) => { client.fgReason = 'keepalive_timeout' })
+  on('clientError', 'clientError', (client, err: Error) => {
     // aedes destroys a connection whose socket stayed full MQTT_DRAIN_TIMEOUT_MS.
     if (err.message === 'drain timeout' && client.fgReason === undefined) {
       client.fgReason = 'slow_consumer'
@@ -505,15 +581,16 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   // Connections that end before a CONNECT was accepted, by reason: the
   // CONNECT deadline (slowloris, or a broker too busy to read it in time),
   // an oversized packet, or a protocol/socket error.
-  aedes.on('connectionError', (client: FleetClient, err: Error) => {
+  on('connectionError', 'connectionError', (client, err: Error) => {
     const reason = err.message === 'connect did not arrive in time' ? 'connect_timeout'
       : err instanceof PacketTooLargeError ? 'packet_too_large'
+      : err instanceof ProtocolViolationError ? 'protocol_violation'
         : 'code' in err && typeof err.code === 'string' && err.code.startsWith('E') ? 'socket_error' : 'protocol_error'
     metrics.connectionErrors.inc({ reason })
     const level = reason === 'connect_timeout' ? 'info' : 'debug'
     log[level]({ remote: client.fgRemote ?? (client.conn as Socket | undefined)?.remoteAddress, reason, err: err.message }, 'connection closed before CONNECT was accepted')
   })
-  aedes.on('ping', (_packet: unknown, client: FleetClient) => { if (client.fgDeviceId) presence.seen(client.fgDeviceId) })
+  on('ping', 'ping', (client) => { if (client.fgDeviceId) presence.seen(client.fgDeviceId) })
 
   const servers: Server[] = []
   // A deep accept queue: with Node's default (511) a reconnect storm
@@ -524,7 +601,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       // Beyond this, new connections are closed at once (the kernel's
       // accept never turns into an MQTT client).
       server.maxConnections = lim.maxConnections
-      server.on('drop', () => metrics.connackRefusals.inc({ code: 'none', reason: 'max connections' }))
+      server.on('drop', () => metrics.connackRefusals.inc({ code: 'none', reason: 'max_connections' }))
     }
     server.listen({ port, host: opts.host, backlog: opts.listenBacklog ?? 4096 })
     await once(server, 'listening')
@@ -539,9 +616,10 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     const client = (aedes.handle as (c: Duplex, r?: IncomingMessage) => FleetClient)(conn, req)
     // CONNACK, then the stored session, then live messages (connack-first.ts).
     holdUntilReady(client)
-    conn.once('close', () => releaseHeld(client, false))
+    conn.once('close', () => guard.run('connection', client, () => releaseHeld(client, false)))
     try {
       limitPacketSize(client, maxPacketBytes, onOversized)
+      enforceProtocolRules(client, onViolation)
     } catch (err) {
       // An aedes without the parser this relies on: refuse service rather
       // than run without the limit (or crash on every connection).
@@ -549,6 +627,11 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       conn.destroy()
     }
     return client
+    function onViolation (err: ProtocolViolationError) {
+      client.fgReason = 'protocol_violation'
+      metrics.protocolViolations.inc({ rule: err.rule })
+      log.info({ deviceId: client.fgDeviceId, clientId: client.id, remote: client.fgRemote ?? (conn as Socket).remoteAddress, rule: err.rule, err: err.message }, 'protocol violation; connection closed')
+    }
     function onOversized (cmd: string | undefined, bytes: number) {
       client.fgReason = 'packet_too_large'
       metrics.oversizedPackets.inc()

@@ -3,6 +3,7 @@
 // the array and each reading's optional `ts`. Each reading becomes one row.
 import { isUtf8 } from 'node:buffer'
 import { hash } from 'node:crypto'
+import { jsonDeeperThan } from '../devices/json-depth.js'
 
 export interface Reading {
   /** The reading's own time in epoch ms (its `ts`), or the receive time. */
@@ -15,7 +16,7 @@ export interface Reading {
   json: string
 }
 
-export type RejectReason = 'payload_too_large' | 'invalid_json' | 'invalid_shape' | 'too_many_readings' | 'invalid_ts' | 'ts_out_of_window' | 'unsupported_value'
+export type RejectReason = 'payload_too_large' | 'invalid_json' | 'invalid_shape' | 'too_deep' | 'too_many_readings' | 'invalid_ts' | 'ts_out_of_window' | 'unsupported_value'
 
 export type DecodeResult =
   | { ok: true, readings: Reading[] }
@@ -24,6 +25,8 @@ export type DecodeResult =
 export interface DecoderLimits {
   maxBytes: number
   maxReadings: number
+  /** Deepest nesting of arrays/objects in a payload (the message's own array counts as a level). */
+  maxDepth: number
   /** Accepted window for `ts` in epoch ms (issue 5): older than retention or too far ahead is dead-lettered. */
   minTs?: number
   maxTs?: number
@@ -31,7 +34,9 @@ export interface DecoderLimits {
 
 // ISO 8601 date-time with a zone (Z or ±hh:mm); Date.parse alone accepts
 // many non-ISO formats and local times, which would make `ts` ambiguous.
-const ISO_8601 = /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)$/i
+// Hours, minutes and seconds are range-checked here; the day of the month
+// is checked against the calendar below.
+const ISO_8601 = /^(\d{4})-(0[1-9]|1[0-2])-(\d{2})[T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)$/i
 // Readings must fall between 1970 and 9999 (also keeps PostgreSQL's timestamptz range safe).
 const MAX_EPOCH_MS = 253_402_300_799_999
 
@@ -39,11 +44,29 @@ function parseTs (value: unknown): number | undefined {
   if (typeof value === 'number') {
     return Number.isFinite(value) && value >= 0 && value <= MAX_EPOCH_MS ? Math.floor(value) : undefined
   }
-  if (typeof value === 'string' && ISO_8601.test(value)) {
-    const ms = Date.parse(value)
+  const m = typeof value === 'string' ? ISO_8601.exec(value) : null
+  if (m) {
+    // Date.parse rolls impossible days over (2026-02-30 becomes 2026-03-02):
+    // the day must exist in that month of that year (issue 11).
+    const day = Number(m[3])
+    if (day < 1 || day > daysInMonth(Number(m[1]), Number(m[2]))) return undefined
+    const ms = Date.parse(value as string)
     return Number.isFinite(ms) && ms >= 0 && ms <= MAX_EPOCH_MS ? ms : undefined
   }
   return undefined
+}
+
+function daysInMonth (year: number, month: number): number {
+  return new Date(Date.UTC(year, month, 0)).getUTCDate()
+}
+
+/** True when a string anywhere in the value (keys included) holds U+0000. */
+function containsNul (v: unknown): boolean {
+  if (typeof v === 'string') return v.includes('\u0000')
+  if (typeof v !== 'object' || v === null) return false
+  if (Array.isArray(v)) return v.some(containsNul)
+  for (const k in v) if (k.includes('\u0000') || containsNul((v as Record<string, unknown>)[k])) return true
+  return false
 }
 
 // SHA-1 through the one-shot crypto.hash(): about half the cost of a
@@ -137,6 +160,11 @@ function decode (payload: Buffer, receivedAt: number, limits: DecoderLimits): De
   // JSON is UTF-8 (RFC 8259); toString() would silently replace bad bytes.
   if (!isUtf8(payload)) return { ok: false, reason: 'invalid_json', detail: 'payload is not valid UTF-8' }
   const text = payload.toString('utf8')
+  // Checked before parsing: what is that deep could not be stored or read
+  // back (see devices/json-depth.ts).
+  if (jsonDeeperThan(text, limits.maxDepth)) {
+    return { ok: false, reason: 'too_deep', detail: `nesting deeper than ${limits.maxDepth} levels` }
+  }
   let value: unknown
   try {
     value = JSON.parse(text)
@@ -144,8 +172,10 @@ function decode (payload: Buffer, receivedAt: number, limits: DecoderLimits): De
     return { ok: false, reason: 'invalid_json', detail: (err as Error).message.slice(0, 200) }
   }
   // PostgreSQL's jsonb cannot hold U+0000: refuse it here rather than make a
-  // whole batch fail and be split to find it.
-  if (text.includes('\\u0000')) {
+  // whole batch fail and be split to find it. The text test is only a quick
+  // filter; the decoded strings decide ("C:\\u0000dir" is an escaped
+  // backslash followed by "u0000", valid and storable).
+  if (text.includes('\\u0000') && containsNul(value)) {
     return { ok: false, reason: 'unsupported_value', detail: 'strings containing \\u0000 cannot be stored' }
   }
   if (isPlainObject(value)) {

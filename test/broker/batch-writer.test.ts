@@ -4,7 +4,7 @@
 import test from 'ava'
 import { pino } from 'pino'
 import { createIngestQueue, type IngestEntry } from '../../broker/ingest-queue.js'
-import { createBatchWriter, type BatchSink } from '../../broker/batch-writer.js'
+import { createBatchWriter, StandInRefused, type BatchSink } from '../../broker/batch-writer.js'
 import { waitFor } from '../helpers/wait.js'
 
 const log = pino({ level: 'silent' })
@@ -53,7 +53,8 @@ test('the writer never runs more batches than writers, even when taking admits m
   let concurrent = 0; let max = 0; let written = 0
   const sink: BatchSink<number> = {
     async write (rows) { concurrent++; max = Math.max(max, concurrent); await new Promise((r) => setTimeout(r, 2)); written += rows.length; concurrent-- },
-    async reject () {}
+    async reject () {},
+    async writeProbed () { throw new Error('must not be called') }
   }
   createBatchWriter({ queue: q, sink, batchRows: 10, flushMs: 1, writers: 2, retryMaxMs: 10, log })
   for (let i = 0; i < 200; i++) q.push(entry([i]))
@@ -70,7 +71,8 @@ test('connection errors are retried with backoff until they succeed; nothing is 
       attempts++
       if (!databaseUp) throw Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })
     },
-    async reject () { throw new Error('must not be called') }
+    async reject () { throw new Error('must not be called') },
+    async writeProbed () { throw new Error('must not be called') }
   }
   const retries: Error[] = []
   const w = createBatchWriter({ queue: q, sink, batchRows: 10, flushMs: 1, writers: 1, retryBaseMs: 1, retryMaxMs: 5, log, observer: { onRetry: (e) => retries.push(e) } })
@@ -94,7 +96,9 @@ test('a data error splits the batch until the bad row is alone; the rest commit'
       if (rows.includes(13)) throw Object.assign(new Error('numeric field overflow'), { code: '22003' })
       committed.push(...rows)
     },
-    async reject (row) { rejected.push(row) }
+    async reject (row) { rejected.push(row) },
+    // The store takes a stand-in: the rows are judged on their own.
+    async writeProbed (rows) { await this.write(rows) }
   }
   createBatchWriter({ queue: q, sink, batchRows: 100, flushMs: 1, writers: 1, retryMaxMs: 5, log })
   let done = false
@@ -104,9 +108,96 @@ test('a data error splits the batch until the bad row is alone; the rest commit'
   t.deepEqual(committed.sort((a, b) => a - b), Array.from({ length: 20 }, (_, i) => i).filter((i) => i !== 13))
 })
 
+test('a data error that the store gives for a stand-in too is a store fault: held and retried, never dead-lettered', async (t) => {
+  const q = createIngestQueue<number>(100, 1_000_000)
+  let constraint = true
+  const rejected: number[] = []; const committed: number[] = []
+  const refuse = () => Object.assign(new Error('new row violates check constraint "x"'), { code: '23514', constraint: 'x' })
+  const sink: BatchSink<number> = {
+    async write (rows) { if (constraint) throw refuse(); committed.push(...rows) },
+    async reject (row) { rejected.push(row) },
+    async writeProbed (rows) { if (constraint) throw new StandInRefused(refuse()); await this.write(rows) }
+  }
+  const faults: Error[] = []
+  const w = createBatchWriter({ queue: q, sink, batchRows: 100, flushMs: 1, writers: 1, retryBaseMs: 1, retryMaxMs: 5, log, observer: { onStoreFault: (e) => faults.push(e) } })
+  let acked = 'pending' as Error | undefined | 'pending'
+  q.push(entry([1, 2, 3, 4], (err) => { acked = err }))
+  await waitFor(() => faults.length >= 3)
+  t.true(w.degraded)
+  t.regex(w.problem ?? '', /refuses every telemetry row \(23514/)
+  t.is(acked, 'pending', 'not acknowledged while the store refuses')
+  t.deepEqual(rejected, [], 'nothing dead-lettered')
+  constraint = false
+  await waitFor(() => acked !== 'pending')
+  t.is(acked, undefined)
+  t.deepEqual(committed, [1, 2, 3, 4])
+  t.false(w.degraded)
+})
+
+test('a store fault that ends between the failed write and its judgement commits the rows (nothing dead-lettered)', async (t) => {
+  const q = createIngestQueue<number>(100, 1_000_000)
+  let writes = 0
+  const committed: number[] = []; const rejected: number[] = []
+  const sink: BatchSink<number> = {
+    // The constraint is dropped right after the first attempt fails.
+    async write () { writes++; throw Object.assign(new Error('check constraint'), { code: '23514' }) },
+    async reject (row) { rejected.push(row) },
+    async writeProbed (rows) { committed.push(...rows) }
+  }
+  createBatchWriter({ queue: q, sink, batchRows: 100, flushMs: 1, writers: 1, retryMaxMs: 5, log })
+  let acked = 'pending' as Error | undefined | 'pending'
+  q.push(entry([1, 2], (err) => { acked = err }))
+  await waitFor(() => acked !== 'pending')
+  t.is(acked, undefined)
+  t.is(writes, 1)
+  t.deepEqual(committed, [1, 2])
+  t.deepEqual(rejected, [])
+})
+
+test('a dead letter the database refuses is retried, not acknowledged unstored', async (t) => {
+  const q = createIngestQueue<number>(100, 1_000_000)
+  let deadLettersRefused = true
+  const stored: number[] = []
+  const sink: BatchSink<number> = {
+    async write (rows) { if (rows.includes(7)) throw Object.assign(new Error('invalid input'), { code: '22P02' }); stored.push(...rows) },
+    async reject (row) { if (deadLettersRefused) throw Object.assign(new Error('dead_letters refuses'), { code: '23514' }); stored.push(-row) },
+    async writeProbed (rows) { await this.write(rows) }
+  }
+  createBatchWriter({ queue: q, sink, batchRows: 100, flushMs: 1, writers: 1, retryBaseMs: 1, retryMaxMs: 5, log })
+  let acked = 'pending' as Error | undefined | 'pending'
+  q.push(entry([6, 7], (err) => { acked = err }))
+  await waitFor(() => stored.includes(6))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  t.is(acked, 'pending')
+  deadLettersRefused = false
+  await waitFor(() => acked !== 'pending')
+  t.is(acked, undefined)
+  t.deepEqual(stored, [6, -7])
+})
+
+test('the age of the oldest batch in flight is reported while a write stalls', async (t) => {
+  const q = createIngestQueue<number>(100, 1_000_000)
+  let release = () => {}
+  const sink: BatchSink<number> = {
+    write: () => new Promise<void>((resolve) => { release = resolve }),
+    async reject () {},
+    async writeProbed () {}
+  }
+  const w = createBatchWriter({ queue: q, sink, batchRows: 1, flushMs: 1, writers: 1, retryMaxMs: 5, log })
+  t.is(w.oldestBatchMs(), 0)
+  let acked = false
+  q.push(entry([1], () => { acked = true }))
+  await waitFor(() => w.busy === 1)
+  await new Promise((resolve) => setTimeout(resolve, 120))
+  t.true(w.oldestBatchMs() >= 100, `${w.oldestBatchMs()} ms`)
+  release()
+  await waitFor(() => acked)
+  t.is(w.oldestBatchMs(), 0)
+})
+
 test('abort() refuses queued and in-flight entries (never acknowledges them)', async (t) => {
   const q = createIngestQueue<number>(100, 1_000_000)
-  const sink: BatchSink<number> = { async write () { throw Object.assign(new Error('down'), { code: 'ECONNREFUSED' }) }, async reject () {} }
+  const sink: BatchSink<number> = { async write () { throw Object.assign(new Error('down'), { code: 'ECONNREFUSED' }) }, async reject () {}, async writeProbed () {} }
   const w = createBatchWriter({ queue: q, sink, batchRows: 1, flushMs: 1, writers: 1, retryBaseMs: 1, retryMaxMs: 2, log })
   const results: Array<Error | undefined> = []
   q.push(entry([1], (e) => results.push(e)))

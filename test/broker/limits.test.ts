@@ -22,7 +22,7 @@ test('maximum concurrent connections: the next one is closed at once and counted
   }
   const d = await b.app.devices.create({ id: 'max-extra' })
   t.is(await connackCode(b.url, { clientId: d.id, username: d.id, password: d.secret }), -1)
-  t.true(await metric(b, 'fleetgate_mqtt_connack_refusals_total', { reason: 'max connections' }) >= 1)
+  t.true(await metric(b, 'fleetgate_mqtt_connack_refusals_total', { reason: 'max_connections' }) >= 1)
   await Promise.all(clients.map((c) => c.endAsync()))
   await b.close(); await b.db.drop()
 })
@@ -41,7 +41,7 @@ test('connection rate limit: a storm waits its turn instead of failing; a full q
   const small = await startTestBroker({ MQTT_CONNECT_RATE_PER_SECOND: 1, MQTT_CONNECT_QUEUE: 1 })
   const codes = await Promise.all(Array.from({ length: 5 }, (_, i) => connackCode(small.url, { clientId: `q-${i}`, username: `q-${i}`, password: 'x', connectTimeout: 5000 })))
   t.true(codes.filter((c) => c === -1).length >= 2, `some closed: ${codes}`)
-  t.true(await metric(small, 'fleetgate_mqtt_connack_refusals_total', { reason: 'connect queue full' }) >= 2)
+  t.true(await metric(small, 'fleetgate_mqtt_connack_refusals_total', { reason: 'connect_queue_full' }) >= 2)
   await small.close(); await small.db.drop()
 })
 

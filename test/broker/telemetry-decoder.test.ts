@@ -1,7 +1,7 @@
 import test from 'ava'
 import { decodeTelemetry, splitJsonArray } from '../../broker/telemetry-decoder.js'
 
-const limits = { maxBytes: 1 << 20, maxReadings: 1000 }
+const limits = { maxBytes: 1 << 20, maxReadings: 1000, maxDepth: 32 }
 const decode = (s: string | Buffer) => decodeTelemetry(Buffer.isBuffer(s) ? s : Buffer.from(s), 1_700_000_000_000, limits)
 
 test('array elements keep their source text, so numbers JavaScript cannot hold survive exactly', (t) => {
@@ -37,10 +37,41 @@ test('splitJsonArray agrees with JSON.parse on generated arrays', (t) => {
   }
 })
 
-test('a deeply nested payload is dead-lettered, never thrown', (t) => {
-  const deep = '[{"a":' + '['.repeat(100_000) + ']'.repeat(100_000) + '}]'
-  const r = decodeTelemetry(Buffer.from(deep), 0, { maxBytes: 1 << 20, maxReadings: 10 })
-  t.true(r.ok || typeof r.reason === 'string')
+test('a payload nested deeper than the bound is dead-lettered too_deep; one at the bound is accepted', (t) => {
+  for (const depth of [5_000, 100_000]) {
+    const deep = '[{"a":' + '['.repeat(depth) + ']'.repeat(depth) + '}]'
+    const r = decodeTelemetry(Buffer.from(deep), 0, { maxBytes: 1 << 20, maxReadings: 10, maxDepth: 32 })
+    t.false(r.ok)
+    if (!r.ok) t.is(r.reason, 'too_deep')
+  }
+  // An object nested 31 deep inside the reading: 32 levels in all.
+  const atBound = '{"a":' + '{"b":'.repeat(31) + '1' + '}'.repeat(31) + '}'
+  t.true(decode(atBound).ok)
+  t.false(decode('[' + atBound + ']').ok, 'the message array is a level too')
+  // Brackets inside strings are not nesting.
+  t.true(decode(JSON.stringify({ s: '['.repeat(1000) })).ok)
+})
+
+test('a ts on a day that does not exist is invalid_ts, not rolled over to the next month', (t) => {
+  for (const ts of ['2026-09-31T12:00:00Z', '2026-02-30T00:00:00Z', '2026-02-29T00:00:00Z', '2026-04-31T00:00:00+02:00', '2026-01-00T00:00:00Z', '2026-13-01T00:00:00Z', '2026-01-01T24:00:00Z', '2026-01-01T12:60:00Z', '2026-01-01T12:00:61Z']) {
+    const r = decodeTelemetry(Buffer.from(JSON.stringify({ ts, v: 1 })), 0, limits)
+    t.false(r.ok, ts)
+    if (!r.ok) t.is(r.reason, 'invalid_ts', ts)
+  }
+  for (const ts of ['2024-02-29T00:00:00Z', '2026-01-31T23:59:59.999Z', '2026-12-31T00:00:00+14:00']) {
+    t.true(decodeTelemetry(Buffer.from(JSON.stringify({ ts, v: 1 })), 0, limits).ok, ts)
+  }
+})
+
+test('only a decoded U+0000 is unsupported_value; an escaped backslash followed by u0000 is valid text', (t) => {
+  const ok = decode('{"path":"C:\\\\u0000dir"}')
+  t.true(ok.ok)
+  if (ok.ok) t.is(ok.readings[0]!.json, '{"path":"C:\\\\u0000dir"}', 'stored as sent')
+  for (const bad of ['{"v":"a\\u0000b"}', '{"a\\u0000":1}', '[{"v":1},{"n":{"deep":["\\u0000"]}}]']) {
+    const r = decode(bad)
+    t.false(r.ok, bad)
+    if (!r.ok) t.is(r.reason, 'unsupported_value', bad)
+  }
 })
 
 test('\\u0000 is refused before it reaches PostgreSQL', (t) => {
