@@ -120,7 +120,8 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     let dispatch: DeviceDispatch | undefined
     const lateDispatch: DeviceDispatch = {
       deliver: (id, topic, payload) => dispatch ? dispatch.deliver(id, topic, payload) : Promise.resolve(false),
-      disconnect: (id) => dispatch ? dispatch.disconnect(id) : Promise.resolve()
+      disconnect: (id) => dispatch ? dispatch.disconnect(id) : Promise.resolve(),
+      endSession: (id) => dispatch ? dispatch.endSession(id) : Promise.resolve()
     }
     const sessions = createDeviceSessions({ configs, commands, dispatch: lateDispatch })
     const rollouts = createRolloutRunner({ pool, dispatch: lateDispatch, log: log.child({ component: 'rollouts' }) })

@@ -168,6 +168,12 @@ export function startClusterDispatch (opts: ClusterDispatchOptions): ClusterDisp
       // Also broadcast when the device is here: a take-over may be moving it.
       await Promise.all([local.disconnect(deviceId), remote({ d: deviceId })])
     },
+    async endSession (deviceId) {
+      // Disconnected on every replica first, then its session removed from
+      // the store they share (Redis), through this replica's aedes.
+      await this.disconnect(deviceId)
+      await local.endSession(deviceId)
+    },
     async close () {
       closed = true
       // Requests not sent yet are answered "not delivered" (PostgreSQL has them).

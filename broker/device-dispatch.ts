@@ -2,6 +2,7 @@
 // on its own topic (only that device may subscribe there, see topic-acl.ts).
 // In cluster mode cluster-dispatch.ts wraps it to reach other replicas.
 import type { Aedes, Client } from 'aedes'
+import { endStoredSession, type SessionPersistence } from './session-end.js'
 import type { LocalDispatch } from './cluster-dispatch.js'
 import { coversCommands, coversConfig } from '../devices/device-sessions.js'
 
@@ -57,6 +58,11 @@ export function createDeviceDispatch (aedes: Aedes, onDelivered?: (kind: 'config
     async disconnect (deviceId) {
       const client = clients()[deviceId]
       if (client) await new Promise<void>((resolve) => client.close(() => resolve()))
+    },
+    async endSession (deviceId) {
+      await this.disconnect(deviceId)
+      // aedes.persistence is public API; its type definitions do not declare it.
+      await endStoredSession((aedes as unknown as { persistence: SessionPersistence }).persistence, deviceId)
     }
   }
 }

@@ -117,12 +117,13 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
         return deviceJson(d)
       })
 
-    app.delete('/devices/:id', { ...write, schema: { tags: ['devices'], summary: 'Delete a device (an online device is disconnected first)', params: S.IdParams, response: { 204: Type.Null(), ...S.errors(404) } } },
+    app.delete('/devices/:id', { ...write, schema: { tags: ['devices'], summary: 'Delete a device (an online device is disconnected first; its MQTT session is removed)', params: S.IdParams, response: { 204: Type.Null(), ...S.errors(404) } } },
       async (req, reply) => {
-        // Removed first (and its credentials invalidated), then disconnected:
-        // a reconnect in between can no longer authenticate.
+        // Removed first (and its credentials invalidated), then disconnected
+        // and its MQTT session removed: a reconnect in between can no longer
+        // authenticate, and a device created again with this id starts clean.
         if (!await devices.remove(req.params.id)) throw notFound(`device ${req.params.id}`)
-        await dispatch.disconnect(req.params.id)
+        await dispatch.endSession(req.params.id)
         return reply.code(204).send(null)
       })
 

@@ -7,6 +7,13 @@ import type { CommandStore } from './command-store.js'
 import { toMessage } from './command-store.js'
 import type { DeviceDispatch } from './dispatch.js'
 import { createBatchLoader } from './batch-loader.js'
+import { jsonDeeperThan } from './json-depth.js'
+
+// Deepest nesting accepted in a report or a command result, as for REST
+// bodies: deeper ones are acknowledged, ignored and counted as invalid
+// (issue 11: they used to close the connection without PUBACK, so a device
+// retransmitted them forever).
+const MAX_REPORT_DEPTH = 64
 
 export type DeviceMessageOutcome = 'recorded' | 'invalid' | 'unknown' | 'finished'
 
@@ -41,7 +48,9 @@ function refusedValue (err: unknown): 'invalid' {
 
 function parseObject (payload: Buffer): Record<string, unknown> | undefined {
   try {
-    const v = JSON.parse(payload.toString('utf8')) as unknown
+    const text = payload.toString('utf8')
+    if (jsonDeeperThan(text, MAX_REPORT_DEPTH)) return undefined
+    const v = JSON.parse(text) as unknown
     return typeof v === 'object' && v !== null && !Array.isArray(v) ? v as Record<string, unknown> : undefined
   } catch { return undefined }
 }

@@ -11,6 +11,12 @@ export interface DeviceDispatch {
   deliver (deviceId: string, topic: string, payload: unknown): Promise<boolean>
   /** Closes the device's connection, if any. */
   disconnect (deviceId: string): Promise<void>
+  /**
+   * Closes the device's connection and removes its MQTT session wherever it
+   * is kept (subscriptions, queued messages, QoS 2 state, will): a device
+   * deleted and created again with the same id starts with no session.
+   */
+  endSession (deviceId: string): Promise<void>
 }
 
 /** Cross-process change notifications (PostgreSQL LISTEN/NOTIFY in the broker). */

@@ -152,6 +152,21 @@ test.serial('a persistent session resumes on the other replica and a take-over c
   t.true((await presence('sess-1')).online)
 })
 
+test.serial('a device deleted on one replica loses its session in the shared store: created again, it resumes nothing on any replica', async (t) => {
+  const secret = await register(a, 'gone-1')
+  const first = await connect(a, 'gone-1', secret, { clean: false })
+  await first.client.subscribeAsync('devices/gone-1/config', { qos: 1 })
+  await first.client.endAsync()
+  t.is((await b.api('DELETE', '/v1/devices/gone-1')).status, 204)
+  const again = await register(b, 'gone-1')
+  for (const replica of [a, b]) {
+    const c = mqtt.connect(replica.mqttUrl, { clientId: 'gone-1', username: 'gone-1', password: again, clean: false, reconnectPeriod: 0, connectTimeout: 5000 })
+    const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => { c.once('connect', resolve); c.once('error', reject) })
+    t.false(connack.sessionPresent, `sessionPresent=0 on replica ${replica === a ? 'A' : 'B'}`)
+    await c.endAsync()
+  }
+})
+
 test.serial('QoS 1 messages queued for an offline persistent session are delivered when it resumes on another replica: CONNACK first, then each once, in order', async (t) => {
   // Plain MQTT between clients (anonymous mode): what aedes queues in the
   // shared session store while the subscriber is away. The publishing
