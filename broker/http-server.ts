@@ -6,7 +6,8 @@ import fastifySwagger from '@fastify/swagger'
 import fastifySwaggerUi from '@fastify/swagger-ui'
 import type { Logger } from './logger.js'
 import type { Metrics } from './metrics.js'
-import { installProblemDetails } from '../devices/problem-details.js'
+import { clientErrorHandler, frameworkErrors, installProblemDetails } from '../devices/problem-details.js'
+import { installJsonBody } from '../devices/json-body.js'
 import { Problem } from '../devices/schemas.js'
 import { controlPlane, type ControlPlaneDeps } from '../devices/control-plane.js'
 
@@ -28,6 +29,13 @@ export interface HttpServerOptions {
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/
 
+// The longest path parameter the router takes (after percent-decoding).
+// fastify's default, 100, is shorter than a device id (128 characters,
+// devices/device-id.ts): every /v1/devices/{id} route answered 414 for valid
+// ids. Longer parameters than ids are still routed so that the route's schema
+// answers 400 invalid_request; past this bound it is 414 uri_too_long.
+const MAX_PATH_PARAM_LENGTH = 512
+
 export async function createHttpServer (opts: HttpServerOptions): Promise<FastifyInstance> {
   const app = Fastify({
     trustProxy: opts.trustProxy ?? false,
@@ -41,6 +49,11 @@ export async function createHttpServer (opts: HttpServerOptions): Promise<Fastif
       return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID()
     },
     bodyLimit: 1024 * 1024,
+    routerOptions: { maxParamLength: MAX_PATH_PARAM_LENGTH },
+    // Errors raised before a route is chosen, or before HTTP is even parsed,
+    // are problem+json like every other error (devices/problem-details.ts).
+    frameworkErrors,
+    clientErrorHandler,
     // Unknown fields are an error (a typo must not be silently ignored).
     ajv: { customOptions: { removeAdditional: false } },
     connectionTimeout: 120_000
@@ -50,6 +63,7 @@ export async function createHttpServer (opts: HttpServerOptions): Promise<Fastif
     opts.metrics.httpDuration.observe({ method: req.method, route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) }, reply.elapsedTime / 1000)
   })
   installProblemDetails(app)
+  installJsonBody(app)
   app.addSchema(Problem)
 
   await app.register(fastifySwagger, {

@@ -98,7 +98,7 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
         res.end()
       })
 
-    app.get('/devices', { ...read, schema: { tags: ['devices'], summary: 'List devices', querystring: Type.Object({ labels: Type.Optional(Type.String({ maxLength: 2000, description: 'site=berlin,tier=edge' })), online: Type.Optional(Type.Boolean()), limit: S.Limit, cursor: Type.Optional(S.Cursor) }), response: { 200: S.page(S.Device), ...S.errors(400) } } },
+    app.get('/devices', { ...read, schema: { tags: ['devices'], summary: 'List devices', querystring: Type.Object({ labels: Type.Optional(Type.String({ maxLength: 2000, description: 'label selector: site=berlin,tier=edge (each key once)' })), online: Type.Optional(Type.Boolean()), limit: S.Limit, cursor: Type.Optional(S.Cursor) }, { additionalProperties: false }), response: { 200: S.page(S.Device), ...S.errors(400) } } },
       async (req) => {
         const after = decodeCursor(req.query.cursor, [CURSOR.deviceId])?.[0]
         const items = await devices.list({ labels: req.query.labels !== undefined ? parseLabelSelector(req.query.labels) : undefined, online: req.query.online, limit: req.query.limit, after })
@@ -149,7 +149,7 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
       })
 
     // ---- commands ----
-    app.post('/devices/:id/commands', { ...write, schema: { tags: ['commands'], summary: 'Send a command (Idempotency-Key honoured for a day)', params: S.IdParams, headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 200 })) }), body: S.NewCommandBody, response: { 202: S.Command, 200: S.Command, ...S.errors(400, 404, 422) } } },
+    app.post('/devices/:id/commands', { ...write, schema: { tags: ['commands'], summary: 'Send a command (Idempotency-Key honoured for a day)', params: S.IdParams, headers: Type.Object({ 'idempotency-key': Type.Optional(S.IdempotencyKey) }), body: S.NewCommandBody, response: { 202: S.Command, 200: S.Command, ...S.errors(400, 404, 422) } } },
       async (req, reply) => {
         const { command, created } = await commands.create(req.params.id, {
           name: req.body.name, params: req.body.params, ttlSeconds: req.body.ttlSeconds,
@@ -168,7 +168,7 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
         return reply.code(created ? 202 : 200).send(commandJson(result))
       })
 
-    app.get('/commands/:id', { ...read, schema: { tags: ['commands'], summary: 'A command; waitSeconds holds the request until it finishes', params: Type.Object({ id: Type.String({ maxLength: 64 }) }), querystring: Type.Object({ waitSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: deps.maxWaitSeconds })) }), response: { 200: S.Command, ...S.errors(400, 404) } } },
+    app.get('/commands/:id', { ...read, schema: { tags: ['commands'], summary: 'A command; waitSeconds holds the request until it finishes', params: Type.Object({ id: Type.String({ maxLength: 64 }) }), querystring: Type.Object({ waitSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: deps.maxWaitSeconds })) }, { additionalProperties: false }), response: { 200: S.Command, ...S.errors(400, 404) } } },
       async (req) => {
         const id = req.params.id
         let cmd = await commands.get(id)
@@ -190,7 +190,7 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
         return commandJson(cmd)
       })
 
-    app.get('/devices/:id/commands', { ...read, schema: { tags: ['commands'], summary: "A device's commands, oldest first", params: S.IdParams, querystring: Type.Object({ limit: S.Limit, cursor: Type.Optional(S.Cursor) }), response: { 200: S.page(S.Command), ...S.errors(400, 404) } } },
+    app.get('/devices/:id/commands', { ...read, schema: { tags: ['commands'], summary: "A device's commands, oldest first", params: S.IdParams, querystring: Type.Object({ limit: S.Limit, cursor: Type.Optional(S.Cursor) }, { additionalProperties: false }), response: { 200: S.page(S.Command), ...S.errors(400, 404) } } },
       async (req) => {
         if (!await devices.get(req.params.id)) throw notFound(`device ${req.params.id}`)
         const after = decodeCursor(req.query.cursor, [CURSOR.timestamp, CURSOR.uuid]) as [string, string] | undefined
@@ -215,23 +215,30 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
     }
 
     // ---- telemetry ----
-    app.get('/devices/:id/telemetry', { ...read, schema: { tags: ['telemetry'], summary: 'Readings in time order', params: S.IdParams, querystring: Type.Object({ from: Type.Optional(Type.String({ format: 'date-time' })), to: Type.Optional(Type.String({ format: 'date-time' })), limit: S.Limit, cursor: Type.Optional(S.Cursor) }), response: { 200: S.page(S.Reading), ...S.errors(400, 404) } } },
-      async (req) => {
+    app.get('/devices/:id/telemetry', { ...read, schema: { tags: ['telemetry'], summary: 'Readings in time order', params: S.IdParams, querystring: Type.Object({ from: Type.Optional(S.QueryTime), to: Type.Optional(S.QueryTime), limit: S.Limit, cursor: Type.Optional(S.Cursor) }, { additionalProperties: false }), response: { 200: S.page(S.Reading), ...S.errors(400, 404) } } },
+      async (req, reply) => {
         const { from, to, limit } = req.query
         if (from && to && Date.parse(from) > Date.parse(to)) throw new ApiError(400, 'invalid_range', '`from` is after `to`')
         if (!await devices.get(req.params.id)) throw notFound(`device ${req.params.id}`)
         const after = decodeCursor(req.query.cursor, [CURSOR.timestamp, CURSOR.bigint]) as [string, string] | undefined
-        const { rows } = await deps.pool.query<{ ts: Date, received_at: Date, payload: unknown, ts_text: string, h: string }>(
-          `SELECT ts, received_at, payload, ts::text AS ts_text, reading_hash::text AS h FROM telemetry
+        // payload::text: each reading goes out exactly as PostgreSQL holds it.
+        // Parsing it into JavaScript and serialising it again would round
+        // numbers past 2^53 or 17 digits, turn 1e400 into null, and throw on
+        // a reading nested a few thousand levels deep (JSON.stringify
+        // recurses), failing every page that holds it with a 500.
+        const { rows } = await deps.pool.query<{ ts: Date, received_at: Date, payload: string, ts_text: string, h: string }>(
+          `SELECT ts, received_at, payload::text AS payload, ts::text AS ts_text, reading_hash::text AS h FROM telemetry
             WHERE device_id = $1 AND ($2::timestamptz IS NULL OR ts >= $2) AND ($3::timestamptz IS NULL OR ts < $3)
               AND ($4::timestamptz IS NULL OR (ts, reading_hash) > ($4::timestamptz, $5::bigint))
             ORDER BY ts, reading_hash LIMIT $6`,
           [req.params.id, from ?? null, to ?? null, after?.[0] ?? null, after?.[1] ?? null, limit])
         const last = rows.at(-1)
-        return {
-          items: rows.map((r) => ({ ts: r.ts.toISOString(), receivedAt: r.received_at.toISOString(), payload: r.payload })),
-          nextCursor: last && rows.length === limit ? encodeCursor([last.ts_text, last.h]) : null
-        }
+        const nextCursor = last && rows.length === limit ? encodeCursor([last.ts_text, last.h]) : null
+        // The page is written here as text with the payloads spliced in
+        // (fastify sends a string with a JSON content type as it is, without
+        // the response schema's serializer); its shape is S.page(S.Reading).
+        const items = rows.map((r) => `{"ts":"${r.ts.toISOString()}","receivedAt":"${r.received_at.toISOString()}","payload":${r.payload}}`)
+        return reply.type('application/json; charset=utf-8').send(`{"items":[${items.join(',')}],"nextCursor":${JSON.stringify(nextCursor)}}` as never)
       })
 
     // ---- operator tokens ----

@@ -8,6 +8,14 @@ export const DeviceId = Type.String({ pattern: DEVICE_ID_PATTERN, description: '
 export const Labels = Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$' }), Type.String({ maxLength: 128, pattern: '^[A-Za-z0-9_.:/@-]*$' }), { description: 'string → string' })
 export const Limit = Type.Integer({ minimum: 1, maximum: MAX_LIMIT, default: 100 })
 export const Cursor = Type.String({ maxLength: 512, description: 'opaque, from nextCursor' })
+/** A time in a query (ISO 8601 with a zone); year 0000 passes the format but not PostgreSQL. */
+export const QueryTime = Type.String({ format: 'date-time', pattern: '^(?!0000)', description: 'ISO 8601 with a time zone, year 0001–9999' })
+/**
+ * Idempotency-Key: printable ASCII (the IETF draft makes it a structured
+ * string), no leading or trailing space; anything else is 400, not a key
+ * that retries may fail to match byte for byte.
+ */
+export const IdempotencyKey = Type.String({ minLength: 1, maxLength: 200, pattern: '^[!-~]([ -~]*[!-~])?$' })
 export const Problem = Type.Object({
   type: Type.String(), title: Type.String(), status: Type.Integer(), code: Type.String(), detail: Type.String(), requestId: Type.Optional(Type.String())
 }, { $id: 'Problem', description: 'application/problem+json' })
@@ -105,7 +113,11 @@ export const Rollout = Type.Object({
   counts: Type.Object({ targeted: Type.Integer(), pushed: Type.Integer(), inSync: Type.Integer(), pending: Type.Integer() })
 })
 
-export const Reading = Type.Object({ ts: Type.String({ format: 'date-time' }), receivedAt: Type.String({ format: 'date-time' }), payload: Type.Unknown() })
+export const Reading = Type.Object({
+  ts: Type.String({ format: 'date-time' }),
+  receivedAt: Type.String({ format: 'date-time' }),
+  payload: Type.Unknown({ description: 'the reading exactly as PostgreSQL stores it (jsonb): numbers keep every digit, e.g. 9007199254740993 stays 9007199254740993 and 1e400 is written out in full — parse with a JSON library that keeps big numbers if that matters' })
+})
 
 export const NewTokenBody = Type.Object({
   name: Type.String({ minLength: 1, maxLength: 100 }),
