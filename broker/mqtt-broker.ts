@@ -323,7 +323,8 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   type Qos2State = Array<(err?: Error | null) => void> | 'stored'
   const qos2Ids = new WeakMap<object, Map<number, Qos2State>>()
   function exactlyOnce (client: FleetClient, deviceId: string, cls: TopicClass, packet: PublishPacket, done: (err?: Error | null) => void) {
-    if (packet.qos !== 2) return continuePublish(client, deviceId, cls, packet, done)
+    // A will (no packet id) is published once, when its connection ends.
+    if (packet.qos !== 2 || packet.messageId === undefined) return continuePublish(client, deviceId, cls, packet, done)
     const id = packet.messageId!
     let ids = qos2Ids.get(client)
     const state = ids?.get(id)

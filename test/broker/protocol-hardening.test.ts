@@ -134,7 +134,7 @@ for (const [name, bad, rule] of [
   })
 }
 
-test('QoS 2: a PUBLISH re-sent with DUP before PUBREL is answered with PUBREC and stored once [MQTT-4.3.3]', async (t) => {
+test.serial('QoS 2: a PUBLISH re-sent with DUP before PUBREL is answered with PUBREC and stored once [MQTT-4.3.3]', async (t) => {
   const dev = await broker.app.devices.create({ id: 'qos2-dup' })
   // No ts: the reading's identity is its receive time, so only the broker's
   // exactly-once handling keeps the copy out.
@@ -160,7 +160,7 @@ test('QoS 2: a PUBLISH re-sent with DUP before PUBREL is answered with PUBREC an
   t.is(await storedRows(broker, dev.id), 2)
 })
 
-test('QoS 2: the original and its DUP in one socket read are stored once', async (t) => {
+test.serial('QoS 2: the original and its DUP in one socket read are stored once', async (t) => {
   const dev = await broker.app.devices.create({ id: 'qos2-burst' })
   const publish = (dup: boolean) => mqttPacket.generate({ cmd: 'publish', topic: `devices/${dev.id}/telemetry`, qos: 2, messageId: 7, dup, retain: false, payload: Buffer.from('{"v":2}') } as Packet)
   const r = await exchange(broker.app.mqttPort, [
