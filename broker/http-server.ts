@@ -2,6 +2,7 @@
 // control-plane REST API (devices/control-plane.ts) with its OpenAPI document.
 import { randomUUID } from 'node:crypto'
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify'
+import '../devices/operator-auth.js' // declares FastifyRequest.operator
 import fastifySwagger from '@fastify/swagger'
 import fastifySwaggerUi from '@fastify/swagger-ui'
 import type { Logger } from './logger.js'
@@ -40,8 +41,9 @@ export async function createHttpServer (opts: HttpServerOptions): Promise<Fastif
   const app = Fastify({
     trustProxy: opts.trustProxy ?? false,
     loggerInstance: opts.log as FastifyBaseLogger,
-    // Probes and scrapes arrive every few seconds: not worth a log line each.
-    logController: new LogController({ disableRequestLogging: (req) => req.url === '/healthz' || req.url === '/readyz' || req.url === '/metrics' }),
+    // fastify's own two lines per request (the second without method or
+    // URL) are replaced by one access line in onResponse below.
+    logController: new LogController({ disableRequestLogging: true }),
     // A caller's X-Request-Id is kept (if sane) so one id follows a request
     // through logs, the command it creates and that command's result.
     genReqId: (req) => {
@@ -60,7 +62,12 @@ export async function createHttpServer (opts: HttpServerOptions): Promise<Fastif
   })
   app.addHook('onSend', async (req, reply) => { void reply.header('x-request-id', req.id) })
   app.addHook('onResponse', async (req, reply) => {
-    opts.metrics.httpDuration.observe({ method: req.method, route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) }, reply.elapsedTime / 1000)
+    const route = req.routeOptions.url ?? 'unmatched'
+    opts.metrics.httpDuration.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000)
+    // One access line per request (the request id is in the child logger's
+    // context); probes and scrapes arrive every few seconds and are not logged.
+    if (route === '/healthz' || route === '/readyz' || route === '/metrics') return
+    req.log.info({ method: req.method, route, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10, operator: req.operator?.tokenId }, 'request')
   })
   installProblemDetails(app)
   installJsonBody(app)

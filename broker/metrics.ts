@@ -3,6 +3,7 @@
 // fleetgate_ prefix, base units, _total counters, _seconds histograms, and no
 // per-device labels (cardinality stays bounded whatever the fleet size).
 import client from 'prom-client'
+import type { BuildInfo } from './build-info.js'
 
 export type Metrics = ReturnType<typeof createMetrics>
 
@@ -18,13 +19,19 @@ export interface MetricSources {
   oldestBatchSeconds? (): number
 }
 
-export function createMetrics (opts: { collectDefault?: boolean } = {}) {
+export function createMetrics (opts: { collectDefault?: boolean, build?: BuildInfo } = {}) {
   const registry = new client.Registry()
   const sources: MetricSources = {}
   const gaugeFrom = (name: string, help: string, read: () => number | undefined) =>
     new client.Gauge({ name, help, registers: [registry], collect () { const v = read(); if (v !== undefined) this.set(v) } })
-  if (opts.collectDefault !== false) client.collectDefaultMetrics({ register: registry, prefix: 'fleetgate_' })
+  // Node.js process metrics under their standard names (process_cpu_seconds_total,
+  // nodejs_eventloop_lag_seconds, …), so stock Node.js dashboards and alerts work.
+  if (opts.collectDefault !== false) client.collectDefaultMetrics({ register: registry })
   const r = [registry]
+  if (opts.build) {
+    new client.Gauge({ name: 'fleetgate_build_info', help: 'Always 1; what is running: fleetgate version and commit, aedes and Node.js versions', labelNames: ['version', 'commit', 'aedes_version', 'node_version'] as const, registers: r })
+      .set({ version: opts.build.version, commit: opts.build.commit, aedes_version: opts.build.aedesVersion, node_version: opts.build.nodeVersion }, 1)
+  }
 
   return {
     registry,
@@ -76,6 +83,7 @@ export function createMetrics (opts: { collectDefault?: boolean } = {}) {
     oversizedPackets: new client.Counter({ name: 'fleetgate_mqtt_oversized_packets_total', help: 'Connections closed for a packet larger than MQTT_MAX_PACKET_BYTES', registers: r }),
     presenceExpired: new client.Counter({ name: 'fleetgate_presence_expired_total', help: 'Devices set offline because their replica stopped heartbeating', registers: r }),
     clusterDispatch: new client.Counter({ name: 'fleetgate_cluster_dispatch_total', help: 'Configs, commands and disconnects sent to devices on other replicas, by outcome', labelNames: ['outcome'] as const, registers: r }),
+    backgroundErrors: new client.Counter({ name: 'fleetgate_background_errors_total', help: 'Failures of background work that is retried or catches up later, by task (logged at warn)', labelNames: ['task'] as const, registers: r }),
     presenceFlushes: new client.Counter({ name: 'fleetgate_presence_flushes_total', help: 'Presence batches written, by result', labelNames: ['result'] as const, registers: r })
   }
 }

@@ -14,6 +14,7 @@ import { once } from 'node:events'
 import { enforceProtocolRules, limitPacketSize, PacketTooLargeError } from './packet-size-limit.js'
 import { ProtocolViolationError } from './protocol-rules.js'
 import { createHookGuard, type HookName } from './hook-guard.js'
+import { createLogSampler } from './log-sampler.js'
 import { withTimeout } from './with-timeout.js'
 import { holdUntilReady, markReplayed, releaseHeld } from './connack-first.js'
 import memoryPersistence from 'aedes-persistence'
@@ -188,6 +189,13 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   const ackLatency = metrics.pubackLatency
   const connectionGone = new Error('connection closed while waiting for room in the ingest queue')
   const guard = createHookGuard({ log, onError: (hook) => metrics.hookErrors.inc({ hook }) })
+  // What devices can cause per message or per connection attempt is counted
+  // in full and logged as a sample (log-sampler.ts), with the count left out.
+  const sampler = createLogSampler()
+  const sampled = (key: string, fields: Record<string, unknown>, msg: string) => {
+    const skipped = sampler.take(key)
+    if (skipped !== undefined) log.info(skipped > 0 ? { ...fields, skipped } : fields, msg)
+  }
 
   const lim = opts.limits
   const gate = lim ? createConnectGate({ ratePerSecond: lim.connectRatePerSecond, burst: lim.connectRatePerSecond, maxQueued: lim.connectQueue }) : undefined
@@ -226,7 +234,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       gate.acquire(guard.wrap('preConnect', client, (admitted: boolean) => {
         if (admitted) return done(null, true)
         metrics.connackRefusals.inc({ code: 'none', reason: 'connect_queue_full' })
-        log.info({ remote: client.fgRemote }, 'connection refused: connect queue full')
+        sampled('connect_queue_full', { remote: client.fgRemote }, 'connection refused: connect queue full')
         done(new Error('connect queue full'), false)
       }))
     }) },
@@ -236,8 +244,11 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
         guard.wrap('authenticate', client, () => { authFailures.succeeded(client.fgRemote); done(null, true) }),
         guard.wrap('authenticate', client, (err: AuthenticateError) => {
           const code = err.returnCode ?? CONNACK.SERVER_UNAVAILABLE
-          metrics.connackRefusals.inc({ code: String(code), reason: err.message })
-          log.info({ clientId: client.id, remote: client.fgRemote, code, reason: err.message }, 'connection refused')
+          // A stable snake_case label from our own refusals; anything else
+          // (an unexpected error) is not spelled into a label.
+          const reason = err.returnCode === undefined ? 'internal_error' : err.message.replace(/[^A-Za-z0-9]+/g, '_').toLowerCase()
+          metrics.connackRefusals.inc({ code: String(code), reason })
+          sampled(`connack:${reason}`, { clientId: client.id, remote: client.fgRemote, code, reason: err.message }, 'connection refused')
           // Guessing is slowed down: each failure from an address doubles the
           // wait before its next refusal is sent.
           const delay = authFailures.delayFor(client.fgRemote)
@@ -257,7 +268,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
         : client.fgAnonymous === true && anonymousMaySubscribe(sub.topic)
       if (ok) return done(null, sub)
       metrics.aclRefusals.inc({ action: 'subscribe' })
-      log.info({ deviceId: client.fgDeviceId, clientId: client.id, filter: sub.topic }, 'subscription refused (0x80)')
+      sampled('subscribe_refused', { deviceId: client.fgDeviceId, clientId: client.id, filter: sub.topic }, 'subscription refused (0x80)')
       done(null, null) // SUBACK return code 0x80 for this filter
     }) },
 
@@ -367,7 +378,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
         : opts.sessions.commandResult(deviceId, topic.split('/')[3]!, payload)
       work.then(guard.wrap('deviceMessage', client, (r: Awaited<typeof work>) => {
         metrics.deviceMessages.inc({ kind: cls, outcome: r.outcome })
-        if (r.outcome !== 'recorded') log.info({ deviceId, topic, outcome: r.outcome }, 'device message not recorded')
+        if (r.outcome !== 'recorded') sampled(`${cls}:${r.outcome}`, { deviceId, topic, outcome: r.outcome }, 'device message not recorded')
         else if (cls === 'command_result') {
           metrics.commands.inc({ status: r.status ?? 'completed' })
           // The REST request that created the command, for following it end to end.
@@ -455,7 +466,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       metrics.readingsAccepted.inc(rows.length)
     } else {
       metrics.deadLetters.inc({ reason: decoded.reason })
-      log.info({ deviceId, reason: decoded.reason, detail: decoded.detail }, 'telemetry dead-lettered')
+      sampled(`dead_letter:${decoded.reason}`, { deviceId, reason: decoded.reason, detail: decoded.detail }, 'telemetry dead-lettered')
       const payload = packet.payload as Buffer
       rows = [{
         kind: 'dead',
@@ -631,12 +642,12 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     function onViolation (err: ProtocolViolationError) {
       client.fgReason = 'protocol_violation'
       metrics.protocolViolations.inc({ rule: err.rule })
-      log.info({ deviceId: client.fgDeviceId, clientId: client.id, remote: client.fgRemote ?? (conn as Socket).remoteAddress, rule: err.rule, err: err.message }, 'protocol violation; connection closed')
+      sampled(`protocol_violation:${err.rule}`, { deviceId: client.fgDeviceId, clientId: client.id, remote: client.fgRemote ?? (conn as Socket).remoteAddress, rule: err.rule, err: err.message }, 'protocol violation; connection closed')
     }
     function onOversized (cmd: string | undefined, bytes: number) {
       client.fgReason = 'packet_too_large'
       metrics.oversizedPackets.inc()
-      log.info({ clientId: client.id, remote: client.fgRemote ?? (conn as Socket).remoteAddress, cmd, bytes, max: maxPacketBytes }, 'packet too large; connection closed')
+      sampled('packet_too_large', { clientId: client.id, remote: client.fgRemote ?? (conn as Socket).remoteAddress, cmd, bytes, max: maxPacketBytes }, 'packet too large; connection closed')
     }
   }
   const port = opts.tcp === false ? 0 : await listen(createServer(handle), opts.port, 'tcp')
@@ -653,7 +664,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       rejectUnauthorized: t.clientCert === 'required'
     }, handle)
     tlsServer.on('tlsClientError', (err) => {
-      metrics.connackRefusals.inc({ code: 'tls', reason: 'handshake failed' })
+      metrics.connackRefusals.inc({ code: 'tls', reason: 'tls_handshake_failed' })
       log.info({ err: err.message }, 'TLS handshake refused')
     })
     tlsPort = await listen(tlsServer as unknown as Server, t.port, 'tls')

@@ -109,6 +109,7 @@ export function createPresenceTracker (opts: PresenceTrackerOptions): PresenceTr
     return flushing
   }
 
+  // flushOnce() has logged and counted a failure already (and kept the batch).
   const timer = setInterval(() => { flush().catch(() => {}) }, opts.flushMs)
   timer.unref()
 

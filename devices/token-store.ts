@@ -29,7 +29,8 @@ export interface TokenStore {
   list (): Promise<TokenInfo[]>
 }
 
-export function createTokenStore (pool: pg.Pool): TokenStore {
+/** onError: a failure in the background (the last-used stamp), to be logged and counted by the caller. */
+export function createTokenStore (pool: pg.Pool, onError: (what: string, err: Error) => void = () => {}): TokenStore {
   return {
     async create (name, scopes) {
       const token = 'fgt_' + randomBytes(32).toString('base64url')
@@ -45,7 +46,8 @@ export function createTokenStore (pool: pg.Pool): TokenStore {
       const row = rows[0]
       if (!row) return undefined
       if (!row.last_used_at || Date.now() - row.last_used_at.getTime() > 60_000) {
-        pool.query('UPDATE api_tokens SET last_used_at = now() WHERE id = $1', [row.id]).catch(() => {})
+        // Not awaited: the request does not wait for the stamp.
+        pool.query('UPDATE api_tokens SET last_used_at = now() WHERE id = $1', [row.id]).catch((err: Error) => onError('token_last_used', err))
       }
       return toInfo(row)
     },

@@ -229,3 +229,31 @@ test('the Grafana dashboard only queries metrics the broker exports', async (t) 
   await broker.close()
   await broker.db.drop()
 })
+
+test('one access log line per request: method, route, status, time and the operator', async (t) => {
+  const cap = captureLogs()
+  const broker = await startTestBroker({}, undefined, { log: cap.log })
+  await api(broker.app, 'POST', '/v1/devices', { id: 'access-1' }, undefined, { 'x-request-id': 'access-req-1' })
+  await api(broker.app, 'GET', '/readyz', undefined, null)
+  await broker.close()
+  await broker.db.drop()
+  const entries = cap.lines.flatMap((l) => l.trim().split('\n')).map((l) => JSON.parse(l) as Record<string, unknown>)
+  const forRequest = entries.filter((e) => e.reqId === 'access-req-1')
+  t.is(forRequest.filter((e) => e.msg === 'request').length, 1, 'one access line')
+  t.false(forRequest.some((e) => e.msg === 'incoming request' || e.msg === 'request completed'), "fastify's two lines are gone")
+  const line = forRequest.find((e) => e.msg === 'request')!
+  t.like(line, { method: 'POST', route: '/v1/devices', url: '/v1/devices', status: 201, operator: 'admin' })
+  t.is(typeof line.ms, 'number')
+  t.false(entries.some((e) => e.msg === 'request' && e.route === '/readyz'), 'probes are not logged')
+})
+
+test('/metrics: fleetgate_build_info, and Node.js process metrics under their standard names', async (t) => {
+  const broker = await startTestBroker({}, undefined, { defaultMetrics: true })
+  const text = (await api(broker.app, 'GET', '/metrics', undefined, null)).body as string
+  await broker.close()
+  await broker.db.drop()
+  t.regex(text, /^fleetgate_build_info\{version="\d+\.\d+\.\d+[^"]*",commit="[^"]+",aedes_version="\d+\.\d+\.\d+[^"]*",node_version="v\d+[^"]*"\} 1$/m)
+  t.regex(text, /^process_cpu_seconds_total /m)
+  t.regex(text, /^nodejs_eventloop_lag_seconds /m)
+  t.false(/^fleetgate_process_|^fleetgate_nodejs_/m.test(text), 'no fleetgate_ prefix on the default metrics')
+})
