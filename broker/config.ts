@@ -97,24 +97,85 @@ function coerce (schema: TSchema, raw: string): unknown {
   return raw
 }
 
-/** Validates the environment; throws a ConfigError naming every bad setting. */
+// Settings whose values are never echoed: a connection URL may carry a
+// password, and ADMIN_TOKEN is one.
+const SECRET = new Set(['DATABASE_URL', 'ADMIN_TOKEN', 'REDIS_URL'])
+
+/**
+ * The strings a pattern of the form `^literal(optional)?…` (no `$`) can start
+ * with, e.g. '^postgres(ql)?://' → ['postgres://', 'postgresql://'];
+ * undefined for any other pattern.
+ */
+function patternPrefixes (pattern: string): string[] | undefined {
+  if (!pattern.startsWith('^') || pattern.length < 2) return undefined
+  const token = /\(([^()\\[\]?*+{}|^$.]+)\)\?|\\([^A-Za-z0-9])|([^()\\[\]?*+{}|^$.])(\?)?/y
+  let prefixes = ['']
+  for (let i = 1; i < pattern.length; i = token.lastIndex) {
+    token.lastIndex = i
+    const m = token.exec(pattern)
+    if (!m) return undefined
+    const [, group, escaped, char, optional] = m
+    if (group !== undefined) prefixes = prefixes.flatMap((p) => [p, p + group])
+    else if (escaped !== undefined) prefixes = prefixes.map((p) => p + escaped)
+    else if (optional) prefixes = prefixes.flatMap((p) => [p, p + char!])
+    else prefixes = prefixes.map((p) => p + char!)
+  }
+  return prefixes
+}
+
+/** What a setting accepts, in words, read from its schema. */
+export function allowedValues (schema: TSchema): string {
+  const s = schema as { type?: string, anyOf?: Array<{ const?: unknown }>, minimum?: number, maximum?: number, minLength?: number, maxLength?: number, pattern?: string, description?: string }
+  if (s.anyOf?.every((v) => v.const !== undefined)) return `one of: ${s.anyOf.map((v) => String(v.const)).join(', ')}`
+  if (s.type === 'boolean') return 'true or false'
+  if (s.type === 'integer' || s.type === 'number') {
+    const what = s.type === 'integer' ? 'an integer' : 'a number'
+    if (s.minimum !== undefined && s.maximum !== undefined) return `${what} from ${s.minimum} to ${s.maximum}`
+    if (s.minimum !== undefined) return `${what} of at least ${s.minimum}`
+    if (s.maximum !== undefined) return `${what} of at most ${s.maximum}`
+    return what
+  }
+  if (s.type === 'string') {
+    const parts: string[] = []
+    if (s.pattern !== undefined) {
+      const prefixes = patternPrefixes(s.pattern)
+      if (prefixes) parts.push(`${prefixes.every((p) => p.endsWith('://')) ? 'a URL' : 'a value'} starting with ${prefixes.join(' or ')}`)
+      else parts.push(`a value matching ${s.pattern}`)
+    }
+    if (s.minLength !== undefined && s.maxLength !== undefined) parts.push(`${s.minLength} to ${s.maxLength} characters`)
+    else if (s.minLength !== undefined) parts.push(s.minLength === 1 ? 'not empty' : `at least ${s.minLength} characters`)
+    else if (s.maxLength !== undefined) parts.push(`at most ${s.maxLength} characters`)
+    return parts.length > 0 ? parts.join(', ') : 'a string'
+  }
+  return s.description ?? 'a valid value'
+}
+
+/** Validates the environment; throws a ConfigError naming every bad setting, one line each. */
 export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
   const input: Record<string, unknown> = {}
+  const given: Record<string, string> = {}
   for (const [key, schema] of Object.entries(ConfigSchema.properties)) {
     const raw = env[key]
-    if (raw !== undefined && raw !== '') input[key] = coerce(schema, raw)
+    if (raw !== undefined && raw !== '') {
+      input[key] = coerce(schema, raw)
+      given[key] = raw
+    }
   }
+  for (const key of Object.keys(overrides)) delete given[key]
   Object.assign(input, overrides)
   const withDefaults = Value.Default(ConfigSchema, input)
   const errors = [...Value.Errors(ConfigSchema, withDefaults)]
   if (errors.length > 0) {
-    const lines = errors.map((e) => {
-      const key = e.path.replace(/^\//, '')
-      // A connection URL may carry a password: never echo it.
-      const got = key === 'DATABASE_URL' || key === 'ADMIN_TOKEN' || key === 'REDIS_URL' ? '[redacted]' : JSON.stringify((withDefaults as Record<string, unknown>)[key])
-      return `${key}: ${e.message} (got ${got})`
+    // One line per setting (a union reports once per member): the value as
+    // it was given (`MQTT_PORT=abc`, not the NaN it became) and what is
+    // allowed, both from the schema, never a hand-kept list.
+    const keys = [...new Set(errors.map((e) => e.path.replace(/^\//, '').split('/')[0]!))]
+    const lines = keys.map((key) => {
+      const schema = (ConfigSchema.properties as Record<string, TSchema>)[key]
+      const value = SECRET.has(key) ? '[redacted]' : key in given ? JSON.stringify(given[key]) : JSON.stringify((withDefaults as Record<string, unknown>)[key])
+      return schema ? `${key}=${value}: expected ${allowedValues(schema)}` : `${key}: not a setting`
     })
-    throw new ConfigError(`invalid configuration:\n  ${[...new Set(lines)].join('\n  ')}`)
+    throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
   }
   const config = withDefaults as Config
   const problems: string[] = []
@@ -122,9 +183,69 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
   if (config.MQTT_TLS_CLIENT_CERT !== 'off' && !config.MQTT_TLS_CA_FILE) problems.push(`MQTT_TLS_CA_FILE: required when MQTT_TLS_CLIENT_CERT=${config.MQTT_TLS_CLIENT_CERT}`)
   if (!config.MQTT_TLS_PASSWORD_AUTH && config.MQTT_TLS_CLIENT_CERT !== 'required') problems.push('MQTT_TLS_PASSWORD_AUTH=false needs MQTT_TLS_CLIENT_CERT=required (something must identify the device)')
   if (config.BROKER_EXPIRY_MS <= 2 * config.BROKER_HEARTBEAT_MS) problems.push(`BROKER_EXPIRY_MS: must exceed 2 × BROKER_HEARTBEAT_MS (${2 * config.BROKER_HEARTBEAT_MS}), or a live replica's devices may be set offline (got ${config.BROKER_EXPIRY_MS})`)
+  if (config.DB_POOL_MAX <= config.INGEST_WRITERS) problems.push(`DB_POOL_MAX: must be greater than INGEST_WRITERS (${config.INGEST_WRITERS}) so the control plane keeps a connection (got ${config.DB_POOL_MAX})`)
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  ${problems.join('\n  ')}`)
-  if (config.DB_POOL_MAX <= config.INGEST_WRITERS) {
-    throw new ConfigError(`invalid configuration:\n  DB_POOL_MAX: must be greater than INGEST_WRITERS (${config.INGEST_WRITERS}) so the control plane keeps a connection (got ${config.DB_POOL_MAX})`)
-  }
   return config
+}
+
+export interface ConfigWarning {
+  /** The variable as set in the environment. */
+  setting: string
+  /** The known setting it most likely meant, if one is close. */
+  suggestion?: string
+  message: string
+}
+
+/** Edit distance (insertions, deletions, substitutions), for "did you mean". */
+function editDistance (a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    prev = row
+  }
+  return prev[b.length]!
+}
+
+// Variables other software sets in our prefixes: the proxy settings every
+// HTTP client reads, and REDIS_PASSWORD, which the Helm chart sets only to
+// build REDIS_URL from it ($(REDIS_PASSWORD), helm/fleetgate/templates/_helpers.tpl).
+const NOT_OURS = new Set(['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'ALL_PROXY', 'REDIS_PASSWORD'])
+// Kubernetes service links (and Docker links) name a service, which may well
+// be "mqtt", "redis" or "broker": MQTT_SERVICE_HOST, REDIS_PORT=tcp://…,
+// REDIS_PORT_6379_TCP_ADDR.
+const SERVICE_LINK = /_SERVICE_(HOST|PORT)(_[A-Z0-9_]+)?$|_PORT_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?$/
+
+/**
+ * Environment variables that look like fleetgate settings but are not one
+ * (issue "Configuration errors": a typo such as MQTT_PORTT silently started on
+ * the default port): a name in one of the schema's prefixes (MQTT_, INGEST_,
+ * …, the first segment of every key), or within a small edit distance of a
+ * setting. Each names the closest setting when one is close.
+ */
+export function unknownSettings (env: NodeJS.ProcessEnv = process.env): ConfigWarning[] {
+  const keys = Object.keys(ConfigSchema.properties)
+  const known = new Set(keys)
+  const prefixes = new Set(keys.map((k) => k.split('_')[0]!))
+  const warnings: ConfigWarning[] = []
+  for (const [name, value] of Object.entries(env)) {
+    const upper = name.toUpperCase()
+    if (known.has(name) || NOT_OURS.has(upper) || SERVICE_LINK.test(upper)) continue
+    if (/_PORT$/.test(upper) && /^(tcp|udp|sctp):\/\//.test(value ?? '')) continue
+    let best: string | undefined
+    let distance = Infinity
+    for (const key of keys) {
+      const d = editDistance(upper, key)
+      if (d < distance) { best = key; distance = d }
+    }
+    // A setting this name is the start of (MQTT_TLS_KEY → MQTT_TLS_KEY_FILE)
+    // is meant more often than a nearer one.
+    const extended = keys.filter((k) => k.startsWith(upper + '_'))
+    if (extended.length === 1 && distance > 1) { best = extended[0]; distance = 1 }
+    const close = distance <= (upper.length >= 8 ? 2 : 1)
+    if (!close && !prefixes.has(upper.split('_')[0]!)) continue
+    const suggestion = close || distance <= Math.floor(upper.length / 4) ? best : undefined
+    warnings.push({ setting: name, suggestion, message: `unknown setting ${name} (${suggestion ? `did you mean ${suggestion}?` : 'ignored'})` })
+  }
+  return warnings
 }

@@ -115,6 +115,11 @@ function postgresIds (): { uid?: number, gid?: number } {
   }
 }
 
+/** Whether DATA_DIR holds an initialised embedded database (else the start creates one). */
+export function hasEmbeddedData (dataDir: string): boolean {
+  return existsSync(join(resolve(dataDir, 'postgres'), 'PG_VERSION'))
+}
+
 export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Promise<EmbeddedPostgres> {
   const log = opts.log
   const dataDir = resolve(opts.dataDir, 'postgres')
@@ -124,7 +129,7 @@ export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Pro
   if (userInfo().uid === 0) await chmod(opts.dataDir, 0o711)
   const passwordFile = resolve(opts.dataDir, 'postgres-password')
   let password: string
-  if (existsSync(join(dataDir, 'PG_VERSION'))) {
+  if (hasEmbeddedData(opts.dataDir)) {
     password = (await readFile(passwordFile, 'utf8')).trim()
   } else {
     password = randomBytes(18).toString('base64url')

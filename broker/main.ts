@@ -1,23 +1,27 @@
 // `npm start`: validate the environment, start everything, and shut down in
 // order on SIGTERM/SIGINT (a second signal forces exit, close-with-grace).
 import closeWithGrace from 'close-with-grace'
-import { ConfigError, loadConfig } from './config.js'
+import { ConfigError, loadConfig, unknownSettings } from './config.js'
 import { createLogger } from './logger.js'
 import { startApp } from './app.js'
 import { isAbandonedRedisCommand } from './cluster-backend.js'
 
+// A typo (MQTT_PORTT) would otherwise start silently on the default.
+const unknown = unknownSettings()
 let config
 try {
   config = loadConfig()
 } catch (err) {
   if (err instanceof ConfigError) {
     process.stderr.write(`fleetgate: ${err.message}\n`)
+    for (const w of unknown) process.stderr.write(`fleetgate: ${w.message}\n`)
     process.exit(2)
   }
   throw err
 }
 
 const log = createLogger({ level: config.LOG_LEVEL, pretty: process.stdout.isTTY })
+for (const w of unknown) log.warn({ setting: w.setting, suggestion: w.suggestion }, w.message)
 const app = await startApp(config, log).catch((err: unknown) => {
   log.fatal({ err }, 'start-up failed')
   process.exit(1)

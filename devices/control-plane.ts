@@ -1,7 +1,7 @@
 // The REST control plane (issue 3), as one fastify plugin under /v1. Its
 // dependencies are created by the broker's composition root and passed in;
 // it reaches devices only through DeviceDispatch.
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fastifyRateLimit from '@fastify/rate-limit'
 import { Type, type Static } from '@sinclair/typebox'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
@@ -16,6 +16,7 @@ import type { RolloutRunner, Rollout as RolloutT } from './rollout-runner.js'
 import type { TokenStore, TokenInfo } from './token-store.js'
 import type { OperatorAuth } from './operator-auth.js'
 import { parseLabelSelector } from './label-selector.js'
+import { labelsError } from './labels.js'
 import { CURSOR, decodeCursor, encodeCursor } from './pagination.js'
 import * as S from './schemas.js'
 
@@ -41,6 +42,23 @@ const commandJson = (c: Command) => ({ ...c, createdAt: iso(c.createdAt)!, expir
 const rolloutJson = (r: RolloutT) => ({ ...r, createdAt: iso(r.createdAt)!, updatedAt: iso(r.updatedAt)! })
 const tokenJson = (t: TokenInfo) => ({ ...t, createdAt: iso(t.createdAt)!, revokedAt: iso(t.revokedAt), lastUsedAt: iso(t.lastUsedAt) })
 
+/**
+ * Labels in a device body (top level, or each of `devices` in a bulk body),
+ * checked before schema validation so that the API refuses a label with the
+ * message of devices/labels.ts, the same the CLI and selectors give. The
+ * schema (S.Labels) still checks everything else and documents the rules.
+ */
+async function labelsFirst (req: FastifyRequest): Promise<void> {
+  const body = req.body as { labels?: unknown, devices?: unknown } | null
+  if (typeof body !== 'object' || body === null) return
+  const sets = [body.labels, ...(Array.isArray(body.devices) ? body.devices.map((d: { labels?: unknown } | null) => d?.labels) : [])]
+  for (const labels of sets) {
+    if (typeof labels !== 'object' || labels === null || Array.isArray(labels)) continue
+    const problem = labelsError(labels as Record<string, unknown>)
+    if (problem) throw new ApiError(400, 'invalid_request', problem)
+  }
+}
+
 export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDeps): Promise<void> {
   const { devices, configs, commands, rollouts, tokens, auth, dispatch } = deps
 
@@ -64,10 +82,10 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
     const admin = { preHandler: auth.require('admin') }
 
     // ---- devices ----
-    app.post('/devices', { ...write, schema: { tags: ['devices'], summary: 'Register a device; the secret is returned only here', body: S.NewDeviceBody, response: { 201: S.CreatedDevice, ...S.errors(400, 409) } } },
+    app.post('/devices', { ...write, preValidation: labelsFirst, schema: { tags: ['devices'], summary: 'Register a device; the secret is returned only here', body: S.NewDeviceBody, response: { 201: S.CreatedDevice, ...S.errors(400, 409) } } },
       async (req, reply) => reply.code(201).send(await devices.create(req.body)))
 
-    app.post('/devices/bulk', { ...write, bodyLimit: 64 * 1024 * 1024, schema: { tags: ['devices'], summary: 'Register many devices; streams NDJSON lines {id, secret} or {id, error}', body: S.BulkBody, response: { ...S.errors(400) } } },
+    app.post('/devices/bulk', { ...write, preValidation: labelsFirst, bodyLimit: 64 * 1024 * 1024, schema: { tags: ['devices'], summary: 'Register many devices; streams NDJSON lines {id, secret} or {id, error}', body: S.BulkBody, response: { ...S.errors(400) } } },
       async (req, reply) => {
         const body = req.body as Static<typeof S.BulkBody>
         const list = 'devices' in body
@@ -108,7 +126,7 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
     app.get('/devices/:id', { ...read, schema: { tags: ['devices'], summary: 'A device with presence and config sync state', params: S.IdParams, response: { 200: S.Device, ...S.errors(404) } } },
       async (req) => deviceJson(await devices.get(req.params.id) ?? (() => { throw notFound(`device ${req.params.id}`) })()))
 
-    app.patch('/devices/:id', { ...write, schema: { tags: ['devices'], summary: 'Change name, labels or disabled', params: S.IdParams, body: S.PatchDeviceBody, response: { 200: S.Device, ...S.errors(400, 404) } } },
+    app.patch('/devices/:id', { ...write, preValidation: labelsFirst, schema: { tags: ['devices'], summary: 'Change name, labels or disabled', params: S.IdParams, body: S.PatchDeviceBody, response: { 200: S.Device, ...S.errors(400, 404) } } },
       async (req) => {
         const d = await devices.update(req.params.id, req.body)
         if (!d) throw notFound(`device ${req.params.id}`)

@@ -1,14 +1,16 @@
-// `npm run -s device:create -- --id sensor-1 [--name "Boiler 1"] [--label site=berlin]…`
+// `npm run -s device:create -- --id sensor-1 [--name "Boiler 1"] [--label site=berlin]… [--init]`
 // Creates a device and prints {"id":…,"secret":…} as one JSON line on stdout
-// (the secret is shown only here, once). Logs go to stderr.
+// (the secret is shown only here, once). Logs, and the database used, go to stderr.
 import { parseArgs } from 'node:util'
-import { loadConfig, ConfigError } from '../broker/config.js'
+import { loadConfig, ConfigError, unknownSettings } from '../broker/config.js'
 import { createLogger } from '../broker/logger.js'
 import { withDatabase } from '../broker/database-target.js'
+import { describeDatabase, missingDatabase } from '../broker/cli-database.js'
+import { parseLabel } from './labels.js'
 import { createDeviceStore } from './device-store.js'
 import { DomainError } from './domain-error.js'
 
-const usage = 'usage: npm run -s device:create -- [--id ID] [--name NAME] [--label key=value]… [--count N --prefix P]'
+const usage = 'usage: npm run -s device:create -- [--id ID] [--name NAME] [--label key=value]… [--count N --prefix P] [--init]\n  --init  without DATABASE_URL, create a new embedded database in DATA_DIR if it has none'
 
 function fail (message: string, code = 2): never {
   process.stderr.write(`device:create: ${message}\n`)
@@ -24,6 +26,7 @@ try {
       label: { type: 'string', multiple: true },
       count: { type: 'string' },
       prefix: { type: 'string' },
+      init: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' }
     },
     strict: true
@@ -33,9 +36,12 @@ if (args.help) { process.stdout.write(usage + '\n'); process.exit(0) }
 
 const labels: Record<string, string> = {}
 for (const l of args.label ?? []) {
-  const eq = l.indexOf('=')
-  if (eq <= 0) fail(`--label must be key=value, got ${JSON.stringify(l)}`)
-  labels[l.slice(0, eq)] = l.slice(eq + 1)
+  if (l.indexOf('=') <= 0) fail(`--label must be key=value, got ${JSON.stringify(l)}`)
+  // The rules and messages of the REST API (devices/labels.ts).
+  const label = parseLabel(l)
+  if ('error' in label) fail(label.error)
+  if (Object.hasOwn(labels, label.key)) fail(`--label ${label.key} is given more than once`)
+  labels[label.key] = label.value
 }
 const count = args.count === undefined ? 1 : Number(args.count)
 if (!Number.isInteger(count) || count < 1 || count > 1_000_000) fail('--count must be an integer from 1 to 1000000')
@@ -43,6 +49,10 @@ if (count > 1 && args.id) fail('--id and --count exclude each other; use --prefi
 
 let config
 try { config = loadConfig() } catch (err) { fail(err instanceof ConfigError ? err.message : String(err)) }
+for (const w of unknownSettings()) process.stderr.write(`device:create: ${w.message}\n`)
+const missing = missingDatabase(config, args.init ?? false)
+if (missing) fail(missing)
+process.stderr.write(`device:create: using ${describeDatabase(config)}\n`)
 const log = createLogger({ level: config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL, destination: process.stderr })
 
 try {

@@ -3,9 +3,12 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { DEVICE_ID_PATTERN } from './device-id.js'
 import { MAX_LIMIT } from './pagination.js'
+import { LABEL_KEY_PATTERN, LABEL_VALUE_MAX_LENGTH, LABEL_VALUE_PATTERN } from './labels.js'
 
 export const DeviceId = Type.String({ pattern: DEVICE_ID_PATTERN, description: 'One MQTT topic level: letters, digits, _ . : @ -; 1–128 characters' })
-export const Labels = Type.Record(Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9_./-]{0,62}$' }), Type.String({ maxLength: 128, pattern: '^[A-Za-z0-9_.:/@-]*$' }), { description: 'string → string' })
+// Rules from devices/labels.ts. additionalProperties: false, because a
+// Record's key pattern alone (patternProperties) lets any other key through.
+export const Labels = Type.Record(Type.String({ pattern: LABEL_KEY_PATTERN }), Type.String({ maxLength: LABEL_VALUE_MAX_LENGTH, pattern: LABEL_VALUE_PATTERN }), { additionalProperties: false, description: 'string → string' })
 export const Limit = Type.Integer({ minimum: 1, maximum: MAX_LIMIT, default: 100 })
 export const Cursor = Type.String({ maxLength: 512, description: 'opaque, from nextCursor' })
 /** A time in a query (ISO 8601 with a zone); year 0000 passes the format but not PostgreSQL. */
