@@ -42,7 +42,6 @@ import { createDeviceSessions } from '../devices/device-sessions.js'
 import { CHANNELS, type DeviceDispatch } from '../devices/dispatch.js'
 import { createBatchLoader } from '../devices/batch-loader.js'
 
-
 export interface App {
   readonly brokerId: string
   readonly mqttPort: number
@@ -192,7 +191,12 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       trustProxy: config.HTTP_TRUST_PROXY,
       metrics,
       controlPlane: {
-        pool, devices, configs, commands, rollouts, tokens,
+        pool,
+        devices,
+        configs,
+        commands,
+        rollouts,
+        tokens,
         auth: createOperatorAuth({ adminToken: config.ADMIN_TOKEN, tokens, failuresPerMinute: config.API_AUTH_FAILURES_PER_MINUTE }),
         dispatch: lateDispatch,
         changes: changeFeed,

@@ -221,23 +221,25 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     // MQTT 3.1 (protocol level 3) caps ids at 23 bytes; device ids may be 128.
     maxClientsIdLength: 128,
 
-    preConnect (client: FleetClient, packet, done) { guard.run('preConnect', client, () => {
+    preConnect (client: FleetClient, packet, done) {
+      guard.run('preConnect', client, () => {
       // [MQTT-3.1.3-8]: a zero-length client id with CleanSession=0 gets
       // CONNACK 2. aedes would assign an id; remember it for authenticate().
-      if (packet.clientId === '' && packet.clean === false) client.fgEmptyIdPersistent = true
-      const req = (client as unknown as { req?: IncomingMessage }).req
-      client.fgListener = req ? 'ws' : (client.conn as TLSSocket).encrypted ? 'tls' : 'tcp'
-      client.fgRemote = req?.socket.remoteAddress ?? (client.conn as Socket).remoteAddress
-      if (client.fgListener === 'tls') client.fgCertNames = certificateNames(client.conn as TLSSocket)
-      if (!gate) return done(null, true)
-      // The connection rate limit: a reconnect storm waits here, in order.
-      gate.acquire(guard.wrap('preConnect', client, (admitted: boolean) => {
-        if (admitted) return done(null, true)
-        metrics.connackRefusals.inc({ code: 'none', reason: 'connect_queue_full' })
-        sampled('connect_queue_full', { remote: client.fgRemote }, 'connection refused: connect queue full')
-        done(new Error('connect queue full'), false)
-      }))
-    }) },
+        if (packet.clientId === '' && packet.clean === false) client.fgEmptyIdPersistent = true
+        const req = (client as unknown as { req?: IncomingMessage }).req
+        client.fgListener = req ? 'ws' : (client.conn as TLSSocket).encrypted ? 'tls' : 'tcp'
+        client.fgRemote = req?.socket.remoteAddress ?? (client.conn as Socket).remoteAddress
+        if (client.fgListener === 'tls') client.fgCertNames = certificateNames(client.conn as TLSSocket)
+        if (!gate) return done(null, true)
+        // The connection rate limit: a reconnect storm waits here, in order.
+        gate.acquire(guard.wrap('preConnect', client, (admitted: boolean) => {
+          if (admitted) return done(null, true)
+          metrics.connackRefusals.inc({ code: 'none', reason: 'connect_queue_full' })
+          sampled('connect_queue_full', { remote: client.fgRemote }, 'connection refused: connect queue full')
+          done(new Error('connect queue full'), false)
+        }))
+      })
+    },
 
     authenticate (client: FleetClient, username, password, done) {
       authenticate(client, username, password).then(
@@ -262,15 +264,17 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
       guard.run('authorizePublish', client, () => authorizePublish(client, packet, done))
     },
 
-    authorizeSubscribe (client: FleetClient, sub: Subscription, done) { guard.run('authorizeSubscribe', client, () => {
-      const ok = client.fgDeviceId !== undefined
-        ? deviceMaySubscribe(client.fgDeviceId, sub.topic)
-        : client.fgAnonymous === true && anonymousMaySubscribe(sub.topic)
-      if (ok) return done(null, sub)
-      metrics.aclRefusals.inc({ action: 'subscribe' })
-      sampled('subscribe_refused', { deviceId: client.fgDeviceId, clientId: client.id, filter: sub.topic }, 'subscription refused (0x80)')
-      done(null, null) // SUBACK return code 0x80 for this filter
-    }) },
+    authorizeSubscribe (client: FleetClient, sub: Subscription, done) {
+      guard.run('authorizeSubscribe', client, () => {
+        const ok = client.fgDeviceId !== undefined
+          ? deviceMaySubscribe(client.fgDeviceId, sub.topic)
+          : client.fgAnonymous === true && anonymousMaySubscribe(sub.topic)
+        if (ok) return done(null, sub)
+        metrics.aclRefusals.inc({ action: 'subscribe' })
+        sampled('subscribe_refused', { deviceId: client.fgDeviceId, clientId: client.id, filter: sub.topic }, 'subscription refused (0x80)')
+        done(null, null) // SUBACK return code 0x80 for this filter
+      })
+    },
 
     authorizeForward (client: FleetClient, packet) {
       // On an error the message is not forwarded to this client (whose
@@ -283,41 +287,41 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   })
 
   function authorizePublish (client: FleetClient | null, packet: PublishPacket, done: (err?: Error | null) => void) {
-      const topic = packet.topic
-      // No client: a will replayed by aedes for a connection that is gone (or
-      // another broker's). Nothing without an authenticated device may write
-      // under devices/.
-      if (!client) return done(topic.startsWith('devices/') ? new Error('device topics need a connected device') : null)
-      const deviceId = client.fgDeviceId
-      if (deviceId === undefined) {
-        metrics.publishes.inc({ topic_class: classifyTopic(topic), qos: packet.qos })
-        if (client.fgAnonymous && anonymousMayPublish(topic)) return done(null)
-        return refusePublish(client, topic, done)
-      }
-      const cls = devicePublishClass(deviceId, topic)
-      if (cls === undefined) return refusePublish(client, topic, done)
-      if (lim) {
-        const now = Date.now()
-        let budget = budgets.get(client)
-        if (!budget) { budget = createPublishBudget(lim.publishMessagesPerSecond, lim.publishBytesPerSecond, now); budgets.set(client, budget) }
-        const wait = budget.take(packet.payload.length, now)
-        if (wait > 0) {
-          // Persistently over: it has been over budget, or is that far ahead of
-          // it (a burst parsed at once), for longer than the threshold.
-          if (lim.throttleDisconnectMs > 0 && now - budget.overSince + wait > lim.throttleDisconnectMs) {
-            metrics.aclRefusals.inc({ action: 'rate_limited' })
-            log.info({ deviceId, overMs: now - budget.overSince }, 'device over its publish budget for too long; disconnecting')
-            client.fgReason = 'rate_limited'
-            return done(new Error('publish rate limit exceeded'))
-          }
-          // Over budget: hold the message (aedes stops reading the socket
-          // meanwhile), then carry on. Backpressure, not disconnection.
-          metrics.throttledSeconds.inc(wait / 1000)
-          setTimeout(guard.wrap('authorizePublish', client, () => exactlyOnce(client, deviceId, cls, packet, done)), wait)
-          return
+    const topic = packet.topic
+    // No client: a will replayed by aedes for a connection that is gone (or
+    // another broker's). Nothing without an authenticated device may write
+    // under devices/.
+    if (!client) return done(topic.startsWith('devices/') ? new Error('device topics need a connected device') : null)
+    const deviceId = client.fgDeviceId
+    if (deviceId === undefined) {
+      metrics.publishes.inc({ topic_class: classifyTopic(topic), qos: packet.qos })
+      if (client.fgAnonymous && anonymousMayPublish(topic)) return done(null)
+      return refusePublish(client, topic, done)
+    }
+    const cls = devicePublishClass(deviceId, topic)
+    if (cls === undefined) return refusePublish(client, topic, done)
+    if (lim) {
+      const now = Date.now()
+      let budget = budgets.get(client)
+      if (!budget) { budget = createPublishBudget(lim.publishMessagesPerSecond, lim.publishBytesPerSecond, now); budgets.set(client, budget) }
+      const wait = budget.take(packet.payload.length, now)
+      if (wait > 0) {
+        // Persistently over: it has been over budget, or is that far ahead of
+        // it (a burst parsed at once), for longer than the threshold.
+        if (lim.throttleDisconnectMs > 0 && now - budget.overSince + wait > lim.throttleDisconnectMs) {
+          metrics.aclRefusals.inc({ action: 'rate_limited' })
+          log.info({ deviceId, overMs: now - budget.overSince }, 'device over its publish budget for too long; disconnecting')
+          client.fgReason = 'rate_limited'
+          return done(new Error('publish rate limit exceeded'))
         }
+        // Over budget: hold the message (aedes stops reading the socket
+        // meanwhile), then carry on. Backpressure, not disconnection.
+        metrics.throttledSeconds.inc(wait / 1000)
+        setTimeout(guard.wrap('authorizePublish', client, () => exactlyOnce(client, deviceId, cls, packet, done)), wait)
+        return
       }
-      exactlyOnce(client, deviceId, cls, packet, done)
+    }
+    exactlyOnce(client, deviceId, cls, packet, done)
   }
 
   // QoS 2 is exactly once [MQTT-4.3.3]: a PUBLISH re-sent with DUP while its
@@ -363,33 +367,33 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   }
 
   function continuePublish (client: FleetClient, deviceId: string, cls: TopicClass, packet: PublishPacket, done: (err?: Error | null) => void) {
-      const topic = packet.topic
-      if (cls === 'telemetry') telemetryPublishes[packet.qos]!.inc() // qos is 0–2: protocol-rules.ts closes anything else
-      else metrics.publishes.inc({ topic_class: cls, qos: packet.qos })
-      metrics.bytesIn.inc(packet.payload.length)
-      presence.seen(deviceId)
-      if (cls === 'telemetry') return ingest(client, deviceId, packet, done)
-      if (!opts.sessions) return done(null)
-      // config/reported and command results: recorded in PostgreSQL, and
-      // (QoS 1) acknowledged only once recorded, like telemetry.
-      const payload = packet.payload as Buffer
-      const work = cls === 'config_reported'
-        ? opts.sessions.configReported(deviceId, payload)
-        : opts.sessions.commandResult(deviceId, topic.split('/')[3]!, payload)
-      work.then(guard.wrap('deviceMessage', client, (r: Awaited<typeof work>) => {
-        metrics.deviceMessages.inc({ kind: cls, outcome: r.outcome })
-        if (r.outcome !== 'recorded') sampled(`${cls}:${r.outcome}`, { deviceId, topic, outcome: r.outcome }, 'device message not recorded')
-        else if (cls === 'command_result') {
-          metrics.commands.inc({ status: r.status ?? 'completed' })
-          // The REST request that created the command, for following it end to end.
-          log.info({ deviceId, commandId: topic.split('/')[3], status: r.status, correlationId: r.correlationId }, 'command result recorded')
-        } else if (r.syncLagSeconds !== undefined) metrics.configSyncLag.observe(r.syncLagSeconds)
-        done(null)
-      }), guard.wrap('deviceMessage', client, (err: Error) => {
-        metrics.deviceMessages.inc({ kind: cls, outcome: 'error' })
-        log.warn({ deviceId, topic, err: { message: err.message } }, 'device message could not be recorded; no PUBACK')
-        done(err)
-      }))
+    const topic = packet.topic
+    if (cls === 'telemetry') telemetryPublishes[packet.qos]!.inc() // qos is 0–2: protocol-rules.ts closes anything else
+    else metrics.publishes.inc({ topic_class: cls, qos: packet.qos })
+    metrics.bytesIn.inc(packet.payload.length)
+    presence.seen(deviceId)
+    if (cls === 'telemetry') return ingest(client, deviceId, packet, done)
+    if (!opts.sessions) return done(null)
+    // config/reported and command results: recorded in PostgreSQL, and
+    // (QoS 1) acknowledged only once recorded, like telemetry.
+    const payload = packet.payload as Buffer
+    const work = cls === 'config_reported'
+      ? opts.sessions.configReported(deviceId, payload)
+      : opts.sessions.commandResult(deviceId, topic.split('/')[3]!, payload)
+    work.then(guard.wrap('deviceMessage', client, (r: Awaited<typeof work>) => {
+      metrics.deviceMessages.inc({ kind: cls, outcome: r.outcome })
+      if (r.outcome !== 'recorded') sampled(`${cls}:${r.outcome}`, { deviceId, topic, outcome: r.outcome }, 'device message not recorded')
+      else if (cls === 'command_result') {
+        metrics.commands.inc({ status: r.status ?? 'completed' })
+        // The REST request that created the command, for following it end to end.
+        log.info({ deviceId, commandId: topic.split('/')[3], status: r.status, correlationId: r.correlationId }, 'command result recorded')
+      } else if (r.syncLagSeconds !== undefined) metrics.configSyncLag.observe(r.syncLagSeconds)
+      done(null)
+    }), guard.wrap('deviceMessage', client, (err: Error) => {
+      metrics.deviceMessages.inc({ kind: cls, outcome: 'error' })
+      log.warn({ deviceId, topic, err: { message: err.message } }, 'device message could not be recorded; no PUBACK')
+      done(err)
+    }))
   }
 
   async function authenticate (client: FleetClient, username: string | undefined, password: Buffer | undefined): Promise<void> {
@@ -594,10 +598,13 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   // CONNECT deadline (slowloris, or a broker too busy to read it in time),
   // an oversized packet, or a protocol/socket error.
   on('connectionError', 'connectionError', (client, err: Error) => {
-    const reason = err.message === 'connect did not arrive in time' ? 'connect_timeout'
-      : err instanceof PacketTooLargeError ? 'packet_too_large'
-      : err instanceof ProtocolViolationError ? 'protocol_violation'
-        : 'code' in err && typeof err.code === 'string' && err.code.startsWith('E') ? 'socket_error' : 'protocol_error'
+    const reason = err.message === 'connect did not arrive in time'
+      ? 'connect_timeout'
+      : err instanceof PacketTooLargeError
+        ? 'packet_too_large'
+        : err instanceof ProtocolViolationError
+          ? 'protocol_violation'
+          : 'code' in err && typeof err.code === 'string' && err.code.startsWith('E') ? 'socket_error' : 'protocol_error'
     metrics.connectionErrors.inc({ reason })
     const level = reason === 'connect_timeout' ? 'info' : 'debug'
     log[level]({ remote: client.fgRemote ?? (client.conn as Socket | undefined)?.remoteAddress, reason, err: err.message }, 'connection closed before CONNECT was accepted')

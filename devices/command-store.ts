@@ -30,13 +30,31 @@ export interface Command {
 export interface CommandMessage { id: string, name: string, params: unknown, expiresAt: string }
 
 interface Row {
-  id: string, device_id: string, name: string, params: unknown, status: CommandStatus, created_at: Date, expires_at: Date
-  sent_at: Date | null, completed_at: Date | null, result: unknown, correlation_id: string | null
+  id: string,
+  device_id: string,
+  name: string,
+  params: unknown,
+  status: CommandStatus,
+  created_at: Date,
+  expires_at: Date
+  sent_at: Date | null,
+  completed_at: Date | null,
+  result: unknown,
+  correlation_id: string | null
 }
 
 const toCommand = (r: Row): Command => ({
-  id: r.id, deviceId: r.device_id, name: r.name, params: r.params, status: r.status, createdAt: r.created_at,
-  expiresAt: r.expires_at, sentAt: r.sent_at, completedAt: r.completed_at, result: r.result, correlationId: r.correlation_id
+  id: r.id,
+  deviceId: r.device_id,
+  name: r.name,
+  params: r.params,
+  status: r.status,
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
+  sentAt: r.sent_at,
+  completedAt: r.completed_at,
+  result: r.result,
+  correlationId: r.correlation_id
 })
 
 export const toMessage = (c: Command): CommandMessage => ({ id: c.id, name: c.name, params: c.params, expiresAt: c.expiresAt.toISOString() })
@@ -127,7 +145,7 @@ export function createCommandStore (pool: pg.Pool): CommandStore {
 
     async markSent (ids) {
       if (ids.length === 0) return
-      await pool.query(`UPDATE commands SET status = 'sent', sent_at = now() WHERE id = ANY($1::uuid[]) AND status = 'queued'`, [ids])
+      await pool.query('UPDATE commands SET status = \'sent\', sent_at = now() WHERE id = ANY($1::uuid[]) AND status = \'queued\'', [ids])
     },
 
     async complete (deviceId, id, status, result) {

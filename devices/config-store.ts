@@ -14,8 +14,12 @@ export interface DeviceConfigState {
 export interface ConfigMessage { version: number, config: unknown }
 
 interface Row {
-  desired_version: number, desired_config: unknown, desired_at: Date
-  reported_version: number | null, reported_config: unknown, reported_at: Date | null
+  desired_version: number,
+  desired_config: unknown,
+  desired_at: Date
+  reported_version: number | null,
+  reported_config: unknown,
+  reported_at: Date | null
 }
 
 function toState (r: Row | undefined): DeviceConfigState {
@@ -46,7 +50,7 @@ export function createConfigStore (pool: pg.Pool): ConfigStore {
   return {
     async get (deviceId) {
       const { rows } = await pool.query<Row & { exists: boolean }>(
-        `SELECT c.*, true AS exists FROM devices d LEFT JOIN device_configs c ON c.device_id = d.id WHERE d.id = $1`, [deviceId])
+        'SELECT c.*, true AS exists FROM devices d LEFT JOIN device_configs c ON c.device_id = d.id WHERE d.id = $1', [deviceId])
       if (rows.length === 0) throw notFound(`device ${deviceId}`)
       return toState(rows[0]!.desired_version === null ? undefined : rows[0])
     },

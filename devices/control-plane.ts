@@ -170,8 +170,11 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
     app.post('/devices/:id/commands', { ...write, schema: { tags: ['commands'], summary: 'Send a command (Idempotency-Key honoured for a day)', params: S.IdParams, headers: Type.Object({ 'idempotency-key': Type.Optional(S.IdempotencyKey) }), body: S.NewCommandBody, response: { 202: S.Command, 200: S.Command, ...S.errors(400, 404, 422) } } },
       async (req, reply) => {
         const { command, created } = await commands.create(req.params.id, {
-          name: req.body.name, params: req.body.params, ttlSeconds: req.body.ttlSeconds,
-          idempotencyKey: req.headers['idempotency-key'], correlationId: req.id
+          name: req.body.name,
+          params: req.body.params,
+          ttlSeconds: req.body.ttlSeconds,
+          idempotencyKey: req.headers['idempotency-key'],
+          correlationId: req.id
         })
         let result = command
         if (created) {

@@ -52,8 +52,17 @@ export interface DeviceStoreOptions {
 }
 
 interface ViewRow {
-  id: string, name: string | null, labels: Record<string, string>, disabled: boolean, created_at: Date, updated_at: Date,
-  online: boolean, connected_at: Date | null, last_seen_at: Date | null, desired_version: number | null, reported_version: number | null
+  id: string,
+  name: string | null,
+  labels: Record<string, string>,
+  disabled: boolean,
+  created_at: Date,
+  updated_at: Date,
+  online: boolean,
+  connected_at: Date | null,
+  last_seen_at: Date | null,
+  desired_version: number | null,
+  reported_version: number | null
 }
 
 const VIEW = `SELECT d.id, d.name, d.labels, d.disabled_at IS NOT NULL AS disabled, d.created_at, d.updated_at,
@@ -61,8 +70,15 @@ const VIEW = `SELECT d.id, d.name, d.labels, d.disabled_at IS NOT NULL AS disabl
                 FROM devices d LEFT JOIN device_configs c ON c.device_id = d.id`
 
 const toView = (r: ViewRow): DeviceView => ({
-  id: r.id, name: r.name, labels: r.labels, disabled: r.disabled, createdAt: r.created_at, updatedAt: r.updated_at,
-  online: r.online, connectedAt: r.connected_at, lastSeenAt: r.last_seen_at,
+  id: r.id,
+  name: r.name,
+  labels: r.labels,
+  disabled: r.disabled,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+  online: r.online,
+  connectedAt: r.connected_at,
+  lastSeenAt: r.last_seen_at,
   config: { desiredVersion: r.desired_version, reportedVersion: r.reported_version, inSync: r.desired_version === null || r.desired_version === r.reported_version }
 })
 
@@ -148,7 +164,7 @@ export function createDeviceStore (pool: pg.Pool, opts: DeviceStoreOptions = {})
 
     async setDisabled (id, disabled) {
       const { rowCount } = await pool.query(
-        `UPDATE devices SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END, updated_at = now() WHERE id = $1`, [id, disabled])
+        'UPDATE devices SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END, updated_at = now() WHERE id = $1', [id, disabled])
       changed(id)
       return rowCount === 1
     },

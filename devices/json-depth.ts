@@ -16,9 +16,13 @@ export function jsonDeeperThan (text: string, max: number): boolean {
     if (inString) {
       if (c === 0x5c) i++ // backslash: skip the escaped character
       else if (c === 0x22) inString = false
-    } else if (c === 0x22) inString = true
-    else if (c === 0x5b || c === 0x7b) { if (++depth > max) return true } // [ {
-    else if (c === 0x5d || c === 0x7d) depth-- // ] }
+    } else if (c === 0x22) {
+      inString = true
+    } else if (c === 0x5b || c === 0x7b) { // [ {
+      if (++depth > max) return true
+    } else if (c === 0x5d || c === 0x7d) { // ] }
+      depth--
+    }
   }
   return false
 }

@@ -90,7 +90,7 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
     for (const r of rows) {
       if (closed) return
       if (!r.left) {
-        await pool.query(`UPDATE rollouts SET status = 'completed', updated_at = now() WHERE id = $1 AND status = 'running'`, [r.id])
+        await pool.query('UPDATE rollouts SET status = \'completed\', updated_at = now() WHERE id = $1 AND status = \'running\'', [r.id])
         log.info({ rollout: r.id }, 'rollout pushed to every target')
         continue
       }
@@ -115,8 +115,13 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
     if (!r) return undefined
     const targeted = Number(r.targeted); const inSync = Number(r.in_sync)
     return {
-      id: r.id, selector: r.selector, config: r.config, ratePerSecond: r.rate_per_second, status: r.status,
-      createdAt: r.created_at, updatedAt: r.updated_at,
+      id: r.id,
+      selector: r.selector,
+      config: r.config,
+      ratePerSecond: r.rate_per_second,
+      status: r.status,
+      createdAt: r.created_at,
+      updatedAt: r.updated_at,
       counts: { targeted, pushed: Number(r.pushed), inSync, pending: targeted - inSync }
     }
   }
@@ -127,9 +132,9 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
       const client = await pool.connect()
       try {
         await client.query('BEGIN')
-        await client.query(`INSERT INTO rollouts (id, selector, config, rate_per_second, status) VALUES ($1, $2, $3, $4, 'running')`,
+        await client.query('INSERT INTO rollouts (id, selector, config, rate_per_second, status) VALUES ($1, $2, $3, $4, \'running\')',
           [id, JSON.stringify(selector), JSON.stringify(config), ratePerSecond])
-        await client.query(`INSERT INTO rollout_targets (rollout_id, device_id) SELECT $1, id FROM devices WHERE labels @> $2 AND disabled_at IS NULL`,
+        await client.query('INSERT INTO rollout_targets (rollout_id, device_id) SELECT $1, id FROM devices WHERE labels @> $2 AND disabled_at IS NULL',
           [id, JSON.stringify(selector)])
         await client.query('COMMIT')
       } catch (err) {

@@ -128,8 +128,11 @@ export const NewTokenBody = Type.Object({
 }, { additionalProperties: false })
 
 export const Token = Type.Object({
-  id: Type.String(), name: Type.String(), scopes: Type.Array(Type.String()),
-  createdAt: Type.String({ format: 'date-time' }), revokedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
+  id: Type.String(),
+  name: Type.String(),
+  scopes: Type.Array(Type.String()),
+  createdAt: Type.String({ format: 'date-time' }),
+  revokedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
   lastUsedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()])
 })
 

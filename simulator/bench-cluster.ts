@@ -63,8 +63,14 @@ async function startBroker (env: Record<string, string>): Promise<Broker> {
   const proc = spawn(process.execPath, [join(root, 'dist', 'broker', 'main.js')], {
     env: {
       ...process.env,
-      MQTT_PORT: String(mqttPort), HTTP_PORT: String(httpPort), MQTT_HOST: '127.0.0.1', HTTP_HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn', ADMIN_TOKEN: TOKEN, API_RATE_LIMIT_PER_MINUTE: '10000000', MQTT_MAX_CONNECTIONS: '19500',
+      MQTT_PORT: String(mqttPort),
+      HTTP_PORT: String(httpPort),
+      MQTT_HOST: '127.0.0.1',
+      HTTP_HOST: '127.0.0.1',
+      LOG_LEVEL: 'warn',
+      ADMIN_TOKEN: TOKEN,
+      API_RATE_LIMIT_PER_MINUTE: '10000000',
+      MQTT_MAX_CONNECTIONS: '19500',
       ...env
     },
     stdio: ['ignore', 'inherit', 'inherit']
@@ -162,7 +168,14 @@ async function runPhase (phase: string, brokers: Broker[], n: number, databaseUr
   for (const a of agents) a.send({ type: 'stop' })
   await Promise.all(agents.map((a) => new Promise((resolve) => a.once('exit', resolve))))
   return {
-    phase, replicas: brokers.length, devices: n, connected, failed, retries, failureReasons: reasons, connectSeconds,
+    phase,
+    replicas: brokers.length,
+    devices: n,
+    connected,
+    failed,
+    retries,
+    failureReasons: reasons,
+    connectSeconds,
     connectsPerSecond: Math.round(connected / connectSeconds),
     brokerRssMb: brokerRssMb.map((x) => Math.round(x)),
     ...(redisRssMb !== undefined ? { redisRssMb: Math.round(redisRssMb) } : {}),

@@ -123,4 +123,3 @@ async function main () {
   }
 }
 await main()
-

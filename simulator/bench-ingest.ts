@@ -13,7 +13,7 @@
 //                  memory stays bounded, nothing crashes
 // Prints a table, writes results/bench-ingest.json.
 import { fork, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir, cpus } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -60,7 +60,10 @@ interface ScenarioResult {
   connectSeconds: number
   ackedPerSecond: number
   storedPerSecond?: number
-  p50Ms: number; p90Ms: number; p99Ms: number; maxMs: number
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  maxMs: number
   brokerRssMaxMb: number
   brokerCpuPercent: number
   loadCpuPercent: number
@@ -81,8 +84,16 @@ async function histogramTotals (metricsUrl: string | undefined): Promise<Record<
 }
 
 async function runScenario (opts: {
-  name: string, url: string, brokerPid: number, anonymous: boolean, devices: WorkerDevice[],
-  window: number, ratePerSecond: number, seconds: number, countRows?: () => Promise<number>, metricsUrl?: string
+  name: string,
+  url: string,
+  brokerPid: number,
+  anonymous: boolean,
+  devices: WorkerDevice[],
+  window: number,
+  ratePerSecond: number,
+  seconds: number,
+  countRows?: () => Promise<number>,
+  metricsUrl?: string
 }): Promise<ScenarioResult> {
   const workers: ChildProcess[] = []
   const slices = Array.from({ length: WORKERS }, (_, w) => opts.devices.filter((_, i) => i % WORKERS === w))
@@ -92,8 +103,14 @@ async function runScenario (opts: {
     child.once('exit', (code) => { if (code) reject(new Error(`load worker exited with ${code}`)) })
     child.on('message', (m: WorkerMessage) => { if (m.type === 'connected') resolve(m) })
     const config: WorkerConfig = {
-      url: opts.url, devices: devs, connectPerSecond: 2000 / WORKERS, window: opts.window,
-      ratePerSecond: opts.ratePerSecond / WORKERS, qos: 1, anonymous: opts.anonymous, payloadBytes: PAYLOAD
+      url: opts.url,
+      devices: devs,
+      connectPerSecond: 2000 / WORKERS,
+      window: opts.window,
+      ratePerSecond: opts.ratePerSecond / WORKERS,
+      qos: 1,
+      anonymous: opts.anonymous,
+      payloadBytes: PAYLOAD
     }
     child.send(config)
   })))
@@ -144,7 +161,10 @@ async function runScenario (opts: {
     connectSeconds: Math.max(...connected.map((c) => c.ms)) / 1000,
     ackedPerSecond: Math.round(acked / elapsed),
     storedPerSecond: opts.countRows ? Math.round((rows1 - rows0) / elapsed) : undefined,
-    p50Ms: ms(50), p90Ms: ms(90), p99Ms: ms(99), maxMs: Math.round(merged.maxValue / 1000),
+    p50Ms: ms(50),
+    p90Ms: ms(90),
+    p99Ms: ms(99),
+    maxMs: Math.round(merged.maxValue / 1000),
     brokerRssMaxMb: Math.round(rssMax),
     brokerCpuPercent: Math.round((cpu1 - cpu0) / elapsed * 100),
     loadCpuPercent: Math.round((loadCpu1 - loadCpu0) / elapsed * 100),

@@ -20,7 +20,7 @@ const dir = await mkdtemp(join(tmpdir(), 'fleetgate-insert-'))
 const db = await startEmbeddedPostgres({ dataDir: dir, log: pino({ level: 'warn' }) })
 const c = new pg.Client({ connectionString: db.url })
 await c.connect()
-const table = `CREATE TABLE t (device_id text NOT NULL, ts timestamptz NOT NULL, reading_hash bigint NOT NULL, received_at timestamptz NOT NULL, payload jsonb NOT NULL, PRIMARY KEY (device_id, ts, reading_hash))`
+const table = 'CREATE TABLE t (device_id text NOT NULL, ts timestamptz NOT NULL, reading_hash bigint NOT NULL, received_at timestamptz NOT NULL, payload jsonb NOT NULL, PRIMARY KEY (device_id, ts, reading_hash))'
 
 let seq = 0
 function rows () {
@@ -33,9 +33,9 @@ type Row = ReturnType<typeof rows>[number]
 
 const paths: Record<string, (b: Row[]) => Promise<unknown>> = {
   copy: (b) => pipeline(Readable.from([b.map((r) => `${r.d}\t${new Date(r.t).toISOString()}\t${BigInt.asIntN(64, BigInt('0x' + r.h))}\t${new Date(r.r).toISOString()}\t${r.p.replace(/\\/g, '\\\\')}\n`).join('')]), c.query(copyFrom('COPY t FROM STDIN'))),
-  'unnest-jsonb[]': (b) => c.query({ name: 'a', text: `INSERT INTO t SELECT d, to_timestamp(t/1000.0), ('x'||h)::bit(64)::bigint, to_timestamp(r/1000.0), p FROM unnest($1::text[], $2::float8[], $3::text[], $4::float8[], $5::jsonb[]) AS u(d,t,h,r,p) ON CONFLICT DO NOTHING`, values: [b.map((r) => r.d), b.map((r) => r.t), b.map((r) => r.h), b.map((r) => r.r), b.map((r) => r.p)] }),
-  'unnest-json': (b) => c.query({ name: 'b', text: `INSERT INTO t SELECT d, to_timestamp(t/1000.0), ('x'||h)::bit(64)::bigint, to_timestamp(r/1000.0), p FROM ROWS FROM (unnest($1::text[]), unnest($2::float8[]), unnest($3::text[]), unnest($4::float8[]), jsonb_array_elements($5::jsonb)) AS u(d,t,h,r,p) ON CONFLICT DO NOTHING`, values: [b.map((r) => r.d), b.map((r) => r.t), b.map((r) => r.h), b.map((r) => r.r), '[' + b.map((r) => r.p).join(',') + ']'] }),
-  'unnest-nodedup': (b) => c.query({ name: 'c', text: `INSERT INTO t SELECT d, to_timestamp(t/1000.0), ('x'||h)::bit(64)::bigint, to_timestamp(r/1000.0), p FROM ROWS FROM (unnest($1::text[]), unnest($2::float8[]), unnest($3::text[]), unnest($4::float8[]), jsonb_array_elements($5::jsonb)) AS u(d,t,h,r,p)`, values: [b.map((r) => r.d), b.map((r) => r.t), b.map((r) => r.h), b.map((r) => r.r), '[' + b.map((r) => r.p).join(',') + ']'] })
+  'unnest-jsonb[]': (b) => c.query({ name: 'a', text: 'INSERT INTO t SELECT d, to_timestamp(t/1000.0), (\'x\'||h)::bit(64)::bigint, to_timestamp(r/1000.0), p FROM unnest($1::text[], $2::float8[], $3::text[], $4::float8[], $5::jsonb[]) AS u(d,t,h,r,p) ON CONFLICT DO NOTHING', values: [b.map((r) => r.d), b.map((r) => r.t), b.map((r) => r.h), b.map((r) => r.r), b.map((r) => r.p)] }),
+  'unnest-json': (b) => c.query({ name: 'b', text: 'INSERT INTO t SELECT d, to_timestamp(t/1000.0), (\'x\'||h)::bit(64)::bigint, to_timestamp(r/1000.0), p FROM ROWS FROM (unnest($1::text[]), unnest($2::float8[]), unnest($3::text[]), unnest($4::float8[]), jsonb_array_elements($5::jsonb)) AS u(d,t,h,r,p) ON CONFLICT DO NOTHING', values: [b.map((r) => r.d), b.map((r) => r.t), b.map((r) => r.h), b.map((r) => r.r), '[' + b.map((r) => r.p).join(',') + ']'] }),
+  'unnest-nodedup': (b) => c.query({ name: 'c', text: 'INSERT INTO t SELECT d, to_timestamp(t/1000.0), (\'x\'||h)::bit(64)::bigint, to_timestamp(r/1000.0), p FROM ROWS FROM (unnest($1::text[]), unnest($2::float8[]), unnest($3::text[]), unnest($4::float8[]), jsonb_array_elements($5::jsonb)) AS u(d,t,h,r,p)', values: [b.map((r) => r.d), b.map((r) => r.t), b.map((r) => r.h), b.map((r) => r.r), '[' + b.map((r) => r.p).join(',') + ']'] })
 }
 
 console.log(`batch ${BATCH} rows × ${BATCHES} batches per path, one connection, fsync on`)

@@ -30,7 +30,6 @@ function run (script: string, args: string[] = []) {
   execFileSync(process.execPath, [join(here, script), ...args], { stdio: 'inherit', cwd: root })
 }
 
-
 async function simulate (args: string[], report: string): Promise<SimSummary> {
   await new Promise<void>((resolve, reject) => {
     const child = spawn(process.execPath, [join(here, 'simulate.js'), ...args, '--quiet', '--report', report], { stdio: ['ignore', 'ignore', 'inherit'] })
@@ -49,8 +48,14 @@ async function connectionsScenario (name: string, pid: number, url: string, extr
     '--source-addresses', '4', '--devices-per-process', '10000', '--probe-every', '0', ...extra], join(results, `connections-${name.replace(/\W+/g, '-')}.json`))
   clearInterval(sampler)
   return {
-    broker: name, connected: s.connect.connected, connectRate: s.connect.ratePerSecond, p50Ms: s.connect.p50Ms, p99Ms: s.connect.p99Ms,
-    rssIdleMb: Math.round(idle), rssMaxMb: Math.round(max), kbPerConnection: Math.round((max - idle) * 1024 / CONNECTIONS * 10) / 10
+    broker: name,
+    connected: s.connect.connected,
+    connectRate: s.connect.ratePerSecond,
+    p50Ms: s.connect.p50Ms,
+    p99Ms: s.connect.p99Ms,
+    rssIdleMb: Math.round(idle),
+    rssMaxMb: Math.round(max),
+    kbPerConnection: Math.round((max - idle) * 1024 / CONNECTIONS * 10) / 10
   }
 }
 

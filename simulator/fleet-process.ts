@@ -193,11 +193,13 @@ export async function runFleet (slice: FleetSlice, send: (m: FleetMessage) => vo
   }, SLOT_MS)
 
   // Churn: some devices drop their connection and come back through the backoff.
-  const churn = o.churnPerMinute > 0 ? setInterval(() => {
-    for (const d of devices) {
-      if (d.connected && random() < o.churnPerMinute / 60) (d.client as unknown as { stream: { destroy (): void } }).stream.destroy()
-    }
-  }, 1000) : undefined
+  const churn = o.churnPerMinute > 0
+    ? setInterval(() => {
+      for (const d of devices) {
+        if (d.connected && random() < o.churnPerMinute / 60) (d.client as unknown as { stream: { destroy (): void } }).stream.destroy()
+      }
+    }, 1000)
+    : undefined
 
   const cpu0 = process.cpuUsage()
   const cpuSeconds = () => { const c = process.cpuUsage(cpu0); return (c.user + c.system) / 1e6 }
@@ -219,10 +221,15 @@ export async function runFleet (slice: FleetSlice, send: (m: FleetMessage) => vo
     }
     clearInterval(tick)
     send({
-      type: 'final', sent, acked, errors, connects,
+      type: 'final',
+      sent,
+      acked,
+      errors,
+      connects,
       pubackHistogram: hdr.encodeIntoCompressedBase64(puback),
       connectHistogram: hdr.encodeIntoCompressedBase64(connectHist),
-      firstConnectMs: firstConnect, lastConnectMs: lastConnect,
+      firstConnectMs: firstConnect,
+      lastConnectMs: lastConnect,
       acks: o.verify ? Object.fromEntries(devices.map((d) => [d.id, d.acks])) : {},
       cpuSeconds: cpuSeconds()
     })

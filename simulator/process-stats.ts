@@ -42,4 +42,3 @@ export async function waitHttp (url: string, timeoutMs = 60_000) {
     await sleep(200)
   }
 }
-

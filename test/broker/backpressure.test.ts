@@ -43,7 +43,12 @@ async function rawPublisher (id: string, count: number): Promise<RawPublisher> {
   const chunks: Buffer[] = []
   for (let i = 0; i < count; i++) {
     chunks.push(mqttPacket.generate({
-      cmd: 'publish', topic: `devices/${id}/telemetry`, qos: 1, messageId: (i % 65000) + 1, dup: false, retain: false,
+      cmd: 'publish',
+      topic: `devices/${id}/telemetry`,
+      qos: 1,
+      messageId: (i % 65000) + 1,
+      dup: false,
+      retain: false,
       payload: Buffer.from(JSON.stringify({ ts: T0 - i, i, filler }))
     }))
   }

@@ -52,7 +52,7 @@ test('the writer never runs more batches than writers, even when taking admits m
   const q = createIngestQueue<number>(10, 1_000_000)
   let concurrent = 0; let max = 0; let written = 0
   const sink: BatchSink<number> = {
-    async write (rows) { concurrent++; max = Math.max(max, concurrent); await new Promise((r) => setTimeout(r, 2)); written += rows.length; concurrent-- },
+    async write (rows) { concurrent++; max = Math.max(max, concurrent); await new Promise((resolve) => setTimeout(resolve, 2)); written += rows.length; concurrent-- },
     async reject () {},
     async writeProbed () { throw new Error('must not be called') }
   }

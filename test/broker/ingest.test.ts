@@ -56,7 +56,7 @@ test('epoch-millisecond ts is accepted; a reading without ts gets the receive ti
 test('a QoS 0 reading is stored', async (t) => {
   const d = await device('ingest-q0')
   await d.client.publishAsync(`devices/${d.id}/telemetry`, JSON.stringify({ ts: T0, rpm: 900 }), { qos: 0 })
-  const r = await waitFor(async () => { const x = await rows(d.id); return x.length === 1 ? x : undefined }, { what: "QoS 0 row" })
+  const r = await waitFor(async () => { const x = await rows(d.id); return x.length === 1 ? x : undefined }, { what: 'QoS 0 row' })
   t.deepEqual(r[0].payload, { ts: T0, rpm: 900 })
   await d.client.endAsync()
 })

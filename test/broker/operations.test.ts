@@ -150,8 +150,8 @@ test('retention: partitions are created ahead and old ones dropped; a reading ou
     "SELECT c.relname AS name FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'telemetry'::regclass ORDER BY 1")).rows.map((r) => r.name)
   const day = (offset: number) => 'telemetry_' + new Date(Date.now() + offset * 86_400_000).toISOString().slice(0, 10).replace(/-/g, '')
   // An old partition (e.g. from before a shorter retention) with data in it.
-  await db.query("SELECT fleetgate_ensure_telemetry_partitions(fleetgate_utc_today() - 10, fleetgate_utc_today() - 10)")
-  await db.query(`INSERT INTO telemetry VALUES ('x', now() - interval '10 days', 1, now(), '{}')`)
+  await db.query('SELECT fleetgate_ensure_telemetry_partitions(fleetgate_utc_today() - 10, fleetgate_utc_today() - 10)')
+  await db.query('INSERT INTO telemetry VALUES (\'x\', now() - interval \'10 days\', 1, now(), \'{}\')')
   t.true((await partitions()).includes(day(-10)))
   const r = await broker.app.retention.run()
   t.true(r.ran)

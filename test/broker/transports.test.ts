@@ -51,8 +51,13 @@ test('TLS listener: devices authenticate with their secret over TLS 1.2+; older 
 
 test('mutual TLS: the certificate alone identifies the device and must name its client id', async (t) => {
   const broker = await startTestBroker({
-    MQTT_TLS_ENABLED: true, MQTT_TLS_PORT: 0, MQTT_TLS_KEY_FILE: file('server.key'), MQTT_TLS_CERT_FILE: file('server.pem'),
-    MQTT_TLS_CA_FILE: file('ca.pem'), MQTT_TLS_CLIENT_CERT: 'required', MQTT_TLS_PASSWORD_AUTH: false
+    MQTT_TLS_ENABLED: true,
+    MQTT_TLS_PORT: 0,
+    MQTT_TLS_KEY_FILE: file('server.key'),
+    MQTT_TLS_CERT_FILE: file('server.pem'),
+    MQTT_TLS_CA_FILE: file('ca.pem'),
+    MQTT_TLS_CLIENT_CERT: 'required',
+    MQTT_TLS_PASSWORD_AUTH: false
   })
   await broker.app.devices.create({ id: 'tls-dev-1' })
   await broker.app.devices.create({ id: 'tls-other' })

@@ -6,6 +6,7 @@ import { startTestBroker, api, TEST_ADMIN_TOKEN, type TestBroker } from '../help
 import { MAX_JSON_DEPTH } from '../../devices/json-body.js'
 
 let broker: TestBroker
+// Serial: the tests share the device body-1 and read back its config.
 test.before(async () => {
   broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 100_000 })
   await api(broker.app, 'POST', '/v1/devices', { id: 'body-1' })
@@ -14,7 +15,9 @@ test.after.always(async () => { await broker?.close(); await broker?.db.drop() }
 
 async function send (method: 'POST' | 'PUT' | 'PATCH', url: string, payload: string | Buffer, contentType?: string) {
   const res = await broker.app.http.inject({
-    method, url, payload,
+    method,
+    url,
+    payload,
     headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, ...(contentType !== undefined ? { 'content-type': contentType } : {}) }
   })
   let body: any // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -24,7 +27,7 @@ async function send (method: 'POST' | 'PUT' | 'PATCH', url: string, payload: str
 
 const nested = (levels: number) => '{"a":'.repeat(levels) + '1' + '}'.repeat(levels)
 
-test('a body nested 5,000 levels deep is 400 invalid_request, on every route, and nothing is stored', async (t) => {
+test.serial('a body nested 5,000 levels deep is 400 invalid_request, on every route, and nothing is stored', async (t) => {
   const deepConfig = `{"config":${nested(5000)}}`
   const put = await send('PUT', '/v1/devices/body-1/config', deepConfig, 'application/json')
   t.is(put.status, 400, put.raw.slice(0, 300))
@@ -45,7 +48,7 @@ test('a body nested 5,000 levels deep is 400 invalid_request, on every route, an
   }
 })
 
-test(`the nesting bound is ${MAX_JSON_DEPTH} levels, the body itself being the first`, async (t) => {
+test.serial(`the nesting bound is ${MAX_JSON_DEPTH} levels, the body itself being the first`, async (t) => {
   // {"config": …} is one level, so the config may nest MAX_JSON_DEPTH - 1 more.
   const ok = await send('PUT', '/v1/devices/body-1/config', `{"config":${nested(MAX_JSON_DEPTH - 1)}}`, 'application/json')
   t.is(ok.status, 200, ok.raw.slice(0, 300))
@@ -54,7 +57,7 @@ test(`the nesting bound is ${MAX_JSON_DEPTH} levels, the body itself being the f
   t.is(over.body.code, 'invalid_request')
 })
 
-test('anything but application/json in UTF-8 is 415 unsupported_media_type', async (t) => {
+test.serial('anything but application/json in UTF-8 is 415 unsupported_media_type', async (t) => {
   for (const type of [
     'text/plain', 'text/plain; charset=utf-8', 'application/json; charset=utf-16', 'application/json; charset=iso-8859-1',
     'application/json; charset=utf-8; charset=utf-16', 'application/x-www-form-urlencoded', 'application/merge-patch+json',
@@ -72,7 +75,7 @@ test('anything but application/json in UTF-8 is 415 unsupported_media_type', asy
   t.is(none.body.code, 'unsupported_media_type')
 })
 
-test('application/json with no charset or charset=utf-8, in any case, is accepted', async (t) => {
+test.serial('application/json with no charset or charset=utf-8, in any case, is accepted', async (t) => {
   const types = ['application/json', 'Application/JSON', 'application/json; charset=utf-8', 'application/json;charset=UTF-8', 'application/json; charset="utf-8"']
   for (const [i, type] of types.entries()) {
     const r = await send('POST', '/v1/devices', `{"id":"ct-ok-${i}"}`, type)
@@ -80,7 +83,7 @@ test('application/json with no charset or charset=utf-8, in any case, is accepte
   }
 })
 
-test('bytes that are not UTF-8 are 400, not replaced with U+FFFD and stored', async (t) => {
+test.serial('bytes that are not UTF-8 are 400, not replaced with U+FFFD and stored', async (t) => {
   const body = Buffer.concat([Buffer.from('{"id":"utf8-bad","name":"caf'), Buffer.from([0xe9]), Buffer.from('"}')])
   const r = await send('POST', '/v1/devices', body, 'application/json')
   t.is(r.status, 400)
@@ -92,7 +95,7 @@ test('bytes that are not UTF-8 are 400, not replaced with U+FFFD and stored', as
   t.is((await api(broker.app, 'GET', '/v1/devices/utf8-good')).body.name, 'café ☕')
 })
 
-test('a member name given twice is 400 naming it, not "the last one wins"', async (t) => {
+test.serial('a member name given twice is 400 naming it, not "the last one wins"', async (t) => {
   const r = await send('POST', '/v1/devices', '{"id":"dup-a","id":"dup-b"}', 'application/json')
   t.is(r.status, 400)
   t.is(r.body.code, 'invalid_request')
@@ -106,7 +109,7 @@ test('a member name given twice is 400 naming it, not "the last one wins"', asyn
   t.is((await send('PUT', '/v1/devices/body-1/config', '{"config":{"a":{"x":1},"b":{"x":2},"c":[{"x":1},{"x":2}]}}', 'application/json')).status, 200)
 })
 
-test('numbers that JavaScript would change are 400, not stored rounded or as null', async (t) => {
+test.serial('numbers that JavaScript would change are 400, not stored rounded or as null', async (t) => {
   for (const n of ['9007199254740993', '123456789012345678901234567890', '1e400', '-1e400', '1e-400', '0.1000000000000000055511151231257827']) {
     const r = await send('PUT', '/v1/devices/body-1/config', `{"config":{"n":${n}}}`, 'application/json')
     t.is(r.status, 400, n)
@@ -121,13 +124,13 @@ test('numbers that JavaScript would change are 400, not stored rounded or as nul
   t.deepEqual((await api(broker.app, 'GET', '/v1/devices/body-1/config')).body.desired.config, { a: 9007199254740991, b: 0.1, c: 1.5, d: 0, e: 1e21, f: 0.0025, g: 100 })
 })
 
-test('__proto__ members are refused by name', async (t) => {
+test.serial('__proto__ members are refused by name', async (t) => {
   const r = await send('POST', '/v1/devices', '{"id":"proto-1","labels":{"__proto__":"x"}}', 'application/json')
   t.is(r.status, 400)
   t.regex(r.body.detail, /__proto__/)
 })
 
-test('bad JSON and empty bodies stay 400 invalid_request', async (t) => {
+test.serial('bad JSON and empty bodies stay 400 invalid_request', async (t) => {
   for (const body of ['{"id":', '{"id":"x",}', 'nul', '{"id":"x"} trailing']) {
     const r = await send('POST', '/v1/devices', body, 'application/json')
     t.is(r.status, 400, body)
@@ -138,7 +141,7 @@ test('bad JSON and empty bodies stay 400 invalid_request', async (t) => {
   t.is(empty.body.code, 'invalid_request')
 })
 
-test('body limits are unchanged: 1 MiB in general (413 payload_too_large), 64 MiB for bulk creation', async (t) => {
+test.serial('body limits are unchanged: 1 MiB in general (413 payload_too_large), 64 MiB for bulk creation', async (t) => {
   const big = JSON.stringify({ name: 'x'.repeat(1024 * 1024) })
   const r = await send('POST', '/v1/devices', big, 'application/json')
   t.is(r.status, 413)

@@ -21,7 +21,7 @@ async function storedTexts (deviceId: string): Promise<string[]> {
 test('numbers JavaScript cannot hold come back digit for digit (readings inserted with SQL)', async (t) => {
   await api(broker.app, 'POST', '/v1/devices', { id: 'exact-sql' })
   await broker.app.pool.query(
-    `INSERT INTO telemetry (device_id, ts, reading_hash, received_at, payload) VALUES ('exact-sql', now(), 1, now(), $1)`,
+    'INSERT INTO telemetry (device_id, ts, reading_hash, received_at, payload) VALUES (\'exact-sql\', now(), 1, now(), $1)',
     ['{"big": 9007199254740993, "wide": 123456789012345678901234567890, "huge": 1e400, "tiny": 1e-400, "scaled": 1.50}'])
   const res = await rawGet('/v1/devices/exact-sql/telemetry')
   t.is(res.statusCode, 200)

@@ -43,21 +43,21 @@ test('a 10 s PostgreSQL outage under QoS 1 load: not ready, bounded memory, reco
       await rm(dir, { recursive: true, force: true })
     })
     await broker.ready()
-  
+
     const creds = await broker.api('POST', '/v1/devices/bulk', { count: DEVICES, idPrefix: 'outage' })
     t.is(creds.status, 200, JSON.stringify(creds.body).slice(0, 200))
     const secrets = String(creds.body).trim().split('\n').map((l) => JSON.parse(l) as { id: string, secret: string })
     load = await startQos1Load(broker.mqttUrl, secrets, { window: WINDOW, reconnectPeriod: 500, payload: (n) => ({ ts: T0 - n, n, v: Math.random() }) })
     const { acked, ackTimes } = load
     const rate = (from: number, to: number) => ackTimes.filter((x) => x >= from && x < to).length / ((to - from) / 1000)
-  
+
     // Steady state first.
     await sleep(3000)
     const before = rate(Date.now() - 2000, Date.now())
     const rssBefore = await rssMb(broker.proc.pid!)
     t.log(`before: ${Math.round(before)} acknowledged/s, broker RSS ${rssBefore.toFixed(0)} MB`)
     t.true(before > 500, 'the load is real')
-  
+
     // Outage.
     await db.stop()
     const outageStart = Date.now()
@@ -74,7 +74,7 @@ test('a 10 s PostgreSQL outage under QoS 1 load: not ready, bounded memory, reco
     t.truthy(notReadySeen, '/readyz answered 503 during the outage')
     t.log(`outage: not ready ("${notReadySeen}"), max RSS ${rssMax.toFixed(0)} MB, ${ackedDuringOutage} acknowledgements (those committed just before the stop)`)
     t.true(rssMax - rssBefore < MEMORY_BOUND_MB, `RSS grew ${(rssMax - rssBefore).toFixed(0)} MB (bound ${MEMORY_BOUND_MB} MB)`)
-  
+
     // Recovery.
     db = await startEmbeddedPostgres({ dataDir: dir, port, log, settings })
     const back = Date.now()
@@ -86,7 +86,7 @@ test('a 10 s PostgreSQL outage under QoS 1 load: not ready, bounded memory, reco
     }
     t.log(`ingest back to ≥ 80% of its earlier rate within ${recoveredAfter ?? '>12'} s of PostgreSQL's return`)
     t.truthy(recoveredAfter !== undefined && recoveredAfter <= 10, 'recovered within 10 s')
-  
+
     await load.stop()
     load = undefined
     const { copies: stored, duplicated } = await storedReadings(db.url)

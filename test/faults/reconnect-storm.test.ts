@@ -35,7 +35,7 @@ test('10,000 devices reconnecting at once: the broker stays up and all are conne
     t.is(res.status, 200)
     const creds = String(res.body).trim().split('\n').map((l) => JSON.parse(l) as { id: string, secret: string })
     t.is(creds.length, DEVICES)
-  
+
     let connected = 0
     let connects = 0
     const t0 = Date.now()
@@ -50,7 +50,7 @@ test('10,000 devices reconnecting at once: the broker stays up and all are conne
     await waitFor(() => connected >= DEVICES, { timeoutMs: STORM_DEADLINE_S * 1000, intervalMs: 200, what: `${DEVICES} devices connected (first storm)` })
     const first = (Date.now() - t0) / 1000
     t.log(`first storm: ${DEVICES} devices connected in ${first.toFixed(1)} s`)
-  
+
     // The broker dies and comes back on the same ports: every device retries at once.
     const { mqttPort, httpPort } = broker
     await broker.kill('SIGKILL')

@@ -45,7 +45,7 @@ test('a QoS 0 flood to a subscriber that does not read: bounded broker memory, t
     t.teardown(async () => { await broker.kill('SIGKILL'); await db.drop() })
     await broker.ready()
     const pid = broker.proc.pid!
-  
+
     // The slow subscriber: subscribes, then never reads again.
     const slow = await rawClient(broker.mqttPort, 'slow-sub')
     slow.write(mqttPacket.generate({ cmd: 'subscribe', messageId: 1, subscriptions: [{ topic: 'flood/#', qos: 0 }] } as Packet))
@@ -58,7 +58,7 @@ test('a QoS 0 flood to a subscriber that does not read: bounded broker memory, t
       return Number(/fleetgate_mqtt_disconnects_total\{reason="slow_consumer"\} (\d+)/.exec(text)?.[1] ?? 0)
     }
     let slowClosedAt: number | undefined
-  
+
     // A device publishing telemetry at QoS 1 throughout.
     const device = await broker.api('POST', '/v1/devices', { id: 'bystander' })
     const bystander = await mqtt.connectAsync(broker.mqttUrl, { clientId: 'bystander', username: 'bystander', password: device.body.secret, reconnectPeriod: 0 })
@@ -71,7 +71,7 @@ test('a QoS 0 flood to a subscriber that does not read: bounded broker memory, t
         await sleep(20)
       }
     })()
-  
+
     const rssStart = await rssMb(pid) // before the flood
     // The flood: 1 KiB QoS 0 publishes, written as fast as the socket drains.
     const publisher = await rawClient(broker.mqttPort, 'flooder')
@@ -100,7 +100,7 @@ test('a QoS 0 flood to a subscriber that does not read: bounded broker memory, t
     publisher.destroy()
     await flood
     await bystanderLoop
-  
+
     t.log(`flooded ${sent} messages (${Math.round(sent / (FLOOD_MS / 1000))}/s) for ${FLOOD_MS / 1000} s; broker RSS ${rssStart.toFixed(0)} → max ${rssMax.toFixed(0)} MB; slow subscriber cut off after ${slowClosedAt ? ((slowClosedAt - floodStart) / 1000).toFixed(1) + ' s' : 'never'}; ${bystanderAcks} device PUBACKs`)
     t.is(broker.proc.exitCode, null, 'the broker is alive')
     t.true(rssMax - rssStart < MEMORY_BOUND_MB, `broker RSS grew ${(rssMax - rssStart).toFixed(0)} MB (bound ${MEMORY_BOUND_MB} MB)`)

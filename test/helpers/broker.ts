@@ -12,7 +12,8 @@ export interface ApiResponse { status: number, body: any, headers: Record<string
 /** A REST call through fastify.inject (the full request pipeline, no socket). */
 export async function api (app: App, method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE', url: string, body?: unknown, token: string | null = TEST_ADMIN_TOKEN, headers: Record<string, string> = {}): Promise<ApiResponse> {
   const res = await app.http.inject({
-    method, url,
+    method,
+    url,
     headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
     ...(body !== undefined ? { payload: body as object } : {})
   })
