@@ -9,26 +9,42 @@
 //
 // enforceProtocolRules() wraps the same parser's last step, where a packet is
 // complete and about to be handed to aedes, to close the connection on a
-// packet that breaks one of the rules in protocol-rules.ts. Both reach into
+// packet that breaks one of the rules in protocol-rules.ts. It also wraps
+// the string step: mqtt-packet decodes strings with toString('utf8'), which
+// silently turns ill-formed UTF-8 into U+FFFD, so a topic, will topic or
+// client id that is not UTF-8 [MQTT-1.5.3-1] is caught there; and the error
+// step, so a CONNECT with a protocol level this broker does not speak gets
+// CONNACK 0x01 before the close [MQTT-3.1.2-2] (mqtt-packet refuses such a
+// CONNECT before aedes could answer it). All of this reaches into
 // mqtt-packet's parser (private fields); this module is the one place that does.
+import { isUtf8 } from 'node:buffer'
 import type { Client } from 'aedes'
 import type { Packet } from 'mqtt-packet'
-import { brokenRule, type ProtocolViolationError } from './protocol-rules.js'
+import { brokenRule, ProtocolViolationError } from './protocol-rules.js'
 
 interface PacketParser {
   packet: { cmd?: string, length: number }
+  _pos: number
+  _list: { slice (start: number, end: number): Buffer }
   _parseLength (): boolean
+  _parseString (maybeBuffer?: boolean): string | null
   _newPacket (): boolean
   _emitError (err: Error): void
 }
 
+const PRIVATE_METHODS = ['_parseLength', '_parseString', '_newPacket', '_emitError'] as const
+
 function parserOf (client: Client): PacketParser {
   const parser = (client as unknown as { _parser?: PacketParser })._parser
-  if (!parser || typeof parser._parseLength !== 'function' || typeof parser._newPacket !== 'function') {
-    throw new Error('aedes client has no mqtt-packet parser (_parser._parseLength, _parser._newPacket): packet limits cannot be enforced with this aedes version')
+  const missing = PRIVATE_METHODS.filter((m) => typeof parser?.[m] !== 'function')
+  if (!parser || missing.length > 0) {
+    throw new Error(`aedes client has no mqtt-packet parser with ${missing.join(', ')}: packet limits cannot be enforced with this aedes version`)
   }
   return parser
 }
+
+// CONNACK, return code 1: unacceptable protocol level (MQTT 3.1.1 section 3.2.2.3).
+const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
 
 export class PacketTooLargeError extends Error {
   override name = 'PacketTooLargeError'
@@ -56,9 +72,33 @@ export function limitPacketSize (client: Client, maxBytes: number, onRefused: (c
  */
 export function enforceProtocolRules (client: Client, onViolation: (err: ProtocolViolationError) => void): void {
   const parser = parserOf(client)
+  // Set by the string step, read when the packet is complete.
+  let illFormed: ProtocolViolationError | undefined
+  const parseString = parser._parseString
+  parser._parseString = function checkedParseString (this: PacketParser, maybeBuffer?: boolean) {
+    const lengthAt = this._pos
+    const result = parseString.call(this, maybeBuffer)
+    // Only a decoded U+FFFD can hide ill-formed bytes: the raw bytes are
+    // looked at in that (rare) case only.
+    if (result !== null && result.includes('\uFFFD') && !isUtf8(this._list.slice(lengthAt + 2, this._pos))) {
+      illFormed ??= new ProtocolViolationError('invalid_utf8', `${this.packet.cmd ?? 'packet'} string is not well-formed UTF-8 [MQTT-1.5.3-1]`)
+    }
+    return result
+  }
+  const emitError = parser._emitError
+  parser._emitError = function answeredEmitError (this: PacketParser, err: Error) {
+    if (this.packet.cmd === 'connect' && err.message === 'Invalid protocol version' && !client.connected) {
+      client.conn.write(CONNACK_UNACCEPTABLE_PROTOCOL)
+      const violation = new ProtocolViolationError('protocol_level', 'unsupported protocol level; CONNACK 0x01 sent [MQTT-3.1.2-2]')
+      onViolation(violation)
+      return emitError.call(this, violation)
+    }
+    return emitError.call(this, err)
+  }
   const newPacket = parser._newPacket
   parser._newPacket = function checkedNewPacket (this: PacketParser) {
-    const violation = this.packet.cmd === undefined ? undefined : brokenRule(this.packet as unknown as Packet)
+    const violation = illFormed ?? (this.packet.cmd === undefined ? undefined : brokenRule(this.packet as unknown as Packet))
+    illFormed = undefined
     if (violation) {
       onViolation(violation)
       this._emitError(violation)

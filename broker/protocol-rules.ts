@@ -16,6 +16,11 @@
 // - U+0000 in a topic or topic filter (mqtt-packet accepts it; PostgreSQL
 //   text cannot hold it, so a dead letter naming that topic could never be
 //   written). [MQTT-4.7.3-2]
+// - A QoS 0 PUBLISH with DUP set was stored. [MQTT-3.3.1-2]
+// Found by the property-based fuzzer (test/faults/mqtt-property-fuzz.test.ts),
+// with two more checked in packet-size-limit.ts: ill-formed UTF-8 in a
+// string (`invalid_utf8`, [MQTT-1.5.3-1]) and an unsupported protocol level
+// (`protocol_level`, answered CONNACK 0x01 first, [MQTT-3.1.2-2]).
 import type { Packet } from 'mqtt-packet'
 
 /** Stable codes, used as the `rule` label of fleetgate_mqtt_protocol_violations_total. */
@@ -25,6 +30,9 @@ export type ProtocolRule =
   | 'subscribe_empty'
   | 'unsubscribe_empty'
   | 'topic_nul'
+  | 'dup_qos0'
+  | 'invalid_utf8'
+  | 'protocol_level'
 
 export class ProtocolViolationError extends Error {
   override name = 'ProtocolViolationError'
@@ -41,6 +49,7 @@ export function brokenRule (packet: Packet): ProtocolViolationError | undefined 
   switch (packet.cmd) {
     case 'publish':
       if (packet.qos > 0 && !packet.messageId) return new ProtocolViolationError('packet_id_zero', `QoS ${packet.qos} PUBLISH with packet id 0 [MQTT-2.3.1-1]`)
+      if (packet.qos === 0 && packet.dup) return new ProtocolViolationError('dup_qos0', 'QoS 0 PUBLISH with DUP set [MQTT-3.3.1-2]')
       if (hasNul(packet.topic)) return new ProtocolViolationError('topic_nul', 'topic contains U+0000 [MQTT-4.7.3-2]')
       return undefined
     case 'connect': {

@@ -90,6 +90,33 @@ test('a CONNECT whose will has QoS 3 is refused by closing the connection; the p
   await other.endAsync()
 })
 
+test('a CONNECT whose will topic is not well-formed UTF-8 is refused by closing the connection [MQTT-1.5.3-1]', async (t) => {
+  const dev = await broker.app.devices.create({ id: 'will-utf8' })
+  const good = mqttPacket.generate(connectPacket(dev.id, dev.secret, { will: { topic: `devices/${dev.id}/telemetry/xx`, payload: Buffer.from('{}'), qos: 1, retain: false } }) as Packet)
+  // The will topic's last two bytes ("xx") become an ill-formed sequence.
+  const at = good.indexOf(Buffer.from('/xx'))
+  good[at + 1] = 0xff; good[at + 2] = 0xfe
+  const r = await exchange(broker.app.mqttPort, [{ send: [good] }])
+  t.true(r.closed)
+  t.deepEqual(r.packets, [], 'no CONNACK')
+})
+
+test('anonymous mode: a client id that is not well-formed UTF-8 is refused', async (t) => {
+  const r = await exchange(anon.app.mqttPort, [{ send: [Buffer.from('101200044d5154540400ffff000672313538c328', 'hex')] }])
+  t.true(r.closed)
+  t.deepEqual(r.packets, [])
+})
+
+for (const level of [0, 6]) {
+  test(`a CONNECT with protocol level ${level} gets CONNACK 0x01, then the close [MQTT-3.1.2-2]`, async (t) => {
+    const connect = Buffer.from('101400044d51545400' + '00ffff0008667a2d7235362d61', 'hex')
+    connect[8] = level
+    const r = await exchange(broker.app.mqttPort, [{ send: [connect] }])
+    t.deepEqual(r.packets.map((p) => [p.cmd, (p as { returnCode?: number }).returnCode]), [['connack', 1]])
+    t.true(r.closed)
+  })
+}
+
 test('anonymous mode: a retained will with QoS 3 is refused; subscribers of its topic keep their connection', async (t) => {
   const sub = await mqtt.connectAsync(`mqtt://127.0.0.1:${anon.app.mqttPort}`, { clientId: 'anon-sub', reconnectPeriod: 0 })
   await sub.subscribeAsync('lab/will', { qos: 1 })
@@ -115,6 +142,8 @@ for (const [name, bad, rule] of [
   ['UNSUBSCRIBE with packet id 0', (id: string) => ({ cmd: 'unsubscribe', messageId: 0, unsubscriptions: [`devices/${id}/config`] }), 'packet_id_zero'],
   ['SUBSCRIBE with no topic filter [MQTT-3.8.3-3]', () => Buffer.from([0x82, 0x02, 0x00, 0x05]), 'subscribe_empty'],
   ['PUBREL with packet id 0', () => Buffer.from([0x62, 0x02, 0x00, 0x00]), 'packet_id_zero'],
+  ['QoS 0 PUBLISH with DUP set [MQTT-3.3.1-2]', (id: string) => { const b = mqttPacket.generate({ cmd: 'publish', topic: `devices/${id}/telemetry`, qos: 0, dup: false, retain: false, payload: Buffer.from('{"v":1}') } as Packet); b[0] = b[0]! | 0x08; return b }, 'dup_qos0'],
+  ['PUBLISH whose topic is not well-formed UTF-8 [MQTT-1.5.3-1]', (id: string) => { const topic = Buffer.concat([Buffer.from(`devices/${id}/telemetry`), Buffer.from([0xff, 0xfe])]); const payload = Buffer.from('{"v":1}'); return Buffer.concat([Buffer.from([0x30, 2 + topic.length + payload.length, 0, topic.length]), topic, payload]) }, 'invalid_utf8'],
   ['PUBLISH whose topic holds U+0000 [MQTT-4.7.3-2]', (id: string) => ({ cmd: 'publish', topic: `devices/${id}/telemetry\u0000x`, qos: 1, messageId: 9, payload: Buffer.from('{}') }), 'topic_nul']
 ] as const) {
   // Serial: each checks its rule's counter moved by exactly one.
