@@ -47,7 +47,7 @@ COPY package.json package-lock.json ./
 # serves only the laptop default; in an image DATABASE_URL is required.
 RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --omit=optional --no-audit --no-fund
 COPY --from=build /app/dist ./dist
-# Applied at start-up (and by `node dist/broker/migrate-cli.js`), read from
+# Applied at start-up (and by `node dist/broker/cli/migrate-cli.js`), read from
 # /app/migrations next to dist/.
 COPY migrations ./migrations
 # The image's `node` user (uid 1000); numeric so Kubernetes can verify

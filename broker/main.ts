@@ -4,7 +4,7 @@ import closeWithGrace from 'close-with-grace'
 import { ConfigError, loadConfig, unknownSettings } from './config.js'
 import { createLogger } from './logger.js'
 import { startApp } from './app.js'
-import { isAbandonedRedisCommand } from './cluster-backend.js'
+import { isAbandonedRedisCommand } from './fleet/cluster-backend.js'
 
 // A typo (MQTT_PORTT) would otherwise start silently on the default.
 const unknown = unknownSettings()

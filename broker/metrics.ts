@@ -77,7 +77,7 @@ export function createMetrics (opts: { collectDefault?: boolean, build?: BuildIn
     configSyncLag: new client.Histogram({ name: 'fleetgate_config_sync_lag_seconds', help: 'From a desired config version being set to the device reporting it', buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600], registers: r }),
     // presence
     connectionErrors: new client.Counter({ name: 'fleetgate_mqtt_connection_errors_total', help: 'Connections closed before a CONNECT was accepted, by reason', labelNames: ['reason'] as const, registers: r }),
-    protocolViolations: new client.Counter({ name: 'fleetgate_mqtt_protocol_violations_total', help: 'Connections closed for a packet that breaks an MQTT rule, by rule (broker/protocol-rules.ts)', labelNames: ['rule'] as const, registers: r }),
+    protocolViolations: new client.Counter({ name: 'fleetgate_mqtt_protocol_violations_total', help: 'Connections closed for a packet that breaks an MQTT rule, by rule (broker/mqtt/protocol-rules.ts)', labelNames: ['rule'] as const, registers: r }),
     hookErrors: new client.Counter({ name: 'fleetgate_mqtt_hook_errors_total', help: 'Errors inside an MQTT hook or event handler; each closed its connection', labelNames: ['hook'] as const, registers: r }),
     duplicatesIgnored: new client.Counter({ name: 'fleetgate_mqtt_qos2_duplicates_total', help: 'QoS 2 PUBLISH repeats of a packet id awaiting PUBREL: answered with PUBREC, not stored again', registers: r }),
     oversizedPackets: new client.Counter({ name: 'fleetgate_mqtt_oversized_packets_total', help: 'Connections closed for a packet larger than MQTT_MAX_PACKET_BYTES', registers: r }),

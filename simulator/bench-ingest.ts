@@ -236,7 +236,7 @@ async function main () {
     children.push(broker)
     await waitHttp(`http://127.0.0.1:${httpPort}/readyz`)
     console.error(`provisioning ${DEVICES} devices through the device CLI …`)
-    const cli = spawn(process.execPath, [join(root, 'dist', 'devices', 'create-device-cli.js'), '--count', String(DEVICES), '--prefix', 'bench'], {
+    const cli = spawn(process.execPath, [join(root, 'dist', 'broker', 'cli', 'create-device-cli.js'), '--count', String(DEVICES), '--prefix', 'bench'], {
       env: { ...process.env, DATABASE_URL: dbUrl, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit']
     })
     let out = ''

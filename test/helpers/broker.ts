@@ -36,7 +36,7 @@ export async function startTestBroker (overrides: Partial<Config> = {}, db?: Tes
     PRESENCE_FLUSH_MS: 50,
     ADMIN_TOKEN: TEST_ADMIN_TOKEN,
     // Tests connect from one address with many deliberate wrong passwords and
-    // flood on purpose: these limits are exercised by test/broker/limits.test.ts.
+    // flood on purpose: these limits are exercised by test/broker/mqtt/limits.test.ts.
     MQTT_AUTH_FAILURE_MAX_DELAY_MS: 0,
     API_AUTH_FAILURES_PER_MINUTE: 1_000_000,
     DEVICE_PUBLISH_MESSAGES_PER_SECOND: 1_000_000,
