@@ -4,9 +4,11 @@
 //
 // Start-up order: database → HTTP (so /healthz answers and /readyz says why
 // it is not ready yet) → migrations → MQTT listener → ready.
-// close() is the one ordered, idempotent shutdown path (DESIGN.md): readiness
-// off and stop accepting → drain ingest → close the broker (clients) → flush
-// presence → close HTTP → end the pool → stop the embedded database.
+// Each component is registered with the lifecycle (lifecycle.ts) when it is
+// created, with its phase; close() and a failed start-up run that one list:
+// readiness off and stop accepting → drain ingest → background work → close
+// the broker (clients) and Redis → flush presence, deregister → close HTTP →
+// change feed, pool, embedded database.
 import { randomUUID } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
@@ -31,6 +33,8 @@ import { createClusterBackend, type ClusterBackend } from './fleet/cluster-backe
 import { startClusterDispatch, type ClusterDispatch } from './fleet/cluster-dispatch.js'
 import { createBrokerRegistry, type BrokerRegistry } from './fleet/broker-registry.js'
 import { withTimeout } from './with-timeout.js'
+import { createLifecycle } from './lifecycle.js'
+import { every, warnOnError } from './periodic.js'
 import { createDeviceStore, type DeviceStore } from '../devices/device-store.js'
 import { createCredentialCache } from '../devices/credential-cache.js'
 import { createConfigStore } from '../devices/config-store.js'
@@ -72,10 +76,11 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
   const brokerId = randomUUID()
   const build = readBuildInfo()
   const metrics = createMetrics({ collectDefault: options.defaultMetrics, build })
-  // Undone in reverse if start-up fails half-way.
-  const cleanups: Array<() => Promise<unknown>> = []
+  // Every component is registered here as soon as it exists; a start-up
+  // that fails half-way and the shutdown run the same ordered list.
+  const lifecycle = createLifecycle(log)
   const fail = async (err: unknown): Promise<never> => {
-    for (const c of cleanups.reverse()) await c().catch((cleanupErr: unknown) => log.warn({ err: cleanupErr }, 'clean-up after a failed start-up failed'))
+    await lifecycle.stop()
     throw err
   }
   const startedAt = Date.now()
@@ -92,13 +97,13 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     let databaseUrl = config.DATABASE_URL
     if (!databaseUrl) {
       embedded = await startEmbeddedPostgres({ dataDir: config.DATA_DIR, log: log.child({ component: 'postgres' }) })
-      cleanups.push(() => embedded!.stop())
+      lifecycle.add('stop embedded postgres', 'database', () => embedded!.stop())
       databaseUrl = embedded.url
     }
     const pool = createPool({ url: databaseUrl, max: config.DB_POOL_MAX, statementTimeoutMs: config.DB_STATEMENT_TIMEOUT_MS, log: log.child({ component: 'pool' }) })
-    cleanups.push(() => pool.end())
+    lifecycle.add('end pool', 'database', () => pool.end())
     const changeFeed = await startChangeFeed(databaseUrl, log.child({ component: 'change-feed' }))
-    cleanups.push(() => changeFeed.close())
+    lifecycle.add('close change feed', 'database', () => changeFeed.close())
 
     // ---- device domain ----
     // Credentials changed here drop from this cache at once; the NOTIFY drops
@@ -133,7 +138,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     }
     const sessions = createDeviceSessions({ configs, commands, dispatch: lateDispatch })
     const rollouts = createRolloutRunner({ pool, dispatch: lateDispatch, log: log.child({ component: 'rollouts' }) })
-    cleanups.push(() => rollouts.close())
+    lifecycle.add('stop rollouts', 'work', () => rollouts.close())
 
     // ---- ingestion ----
     const queue = createIngestQueue<IngestRow>(config.INGEST_QUEUE_ROWS, config.INGEST_QUEUE_BYTES, {
@@ -166,6 +171,20 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
         onCommitted: (rows) => metrics.rowsCommitted.inc(rows)
       }
     })
+    // Refuse new telemetry (those publishers get no PUBACK and retry
+    // elsewhere), then commit everything admitted, so each acknowledged — or
+    // about to be acknowledged — reading is stored while its connection is
+    // still open for the PUBACK. If PostgreSQL is down the drain cannot
+    // finish: after half the shutdown budget what is left is abandoned; it
+    // was never acknowledged, so its devices retransmit.
+    lifecycle.add('drain ingest', 'drain', async () => {
+      queue.close(new Error('server is shutting down'))
+      const result = await withTimeout(writer.drain().then(() => 'drained' as const), config.SHUTDOWN_TIMEOUT_MS / 2)
+      if (result !== 'drained') {
+        log.error({ queuedRows: queue.rows, batchesInFlight: writer.busy }, 'ingest could not be drained in time; unacknowledged messages are abandoned (devices will retransmit)')
+        writer.abort(new Error('shutdown deadline'))
+      }
+    })
 
     // ---- HTTP first: probes answer during start-up ----
     // /healthz: the event loop has not been stalled longer than the limit
@@ -173,9 +192,8 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     const loopDelay = monitorEventLoopDelay({ resolution: 50 })
     loopDelay.enable()
     let loopMaxMs = 0
-    const loopTimer = setInterval(() => { loopMaxMs = loopDelay.max / 1e6; loopDelay.reset() }, 10_000)
-    loopTimer.unref()
-    cleanups.push(async () => { clearInterval(loopTimer); loopDelay.disable() })
+    const loopWatch = every(async () => { loopMaxMs = loopDelay.max / 1e6; loopDelay.reset() }, { intervalMs: 10_000, onError: warnOnError(log, 'event loop monitor') })
+    lifecycle.add('stop event loop monitor', 'serve', async () => { await loopWatch.close(); loopDelay.disable() })
 
     let mqtt: MqttBroker | undefined
     // Cluster mode: Redis connections are opened now. A replica started while
@@ -184,7 +202,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     let cluster: ClusterBackend | undefined
     if (config.REDIS_URL) {
       cluster = createClusterBackend(config.REDIS_URL, log.child({ component: 'redis' }))
-      cleanups.push(() => cluster!.close())
+      lifecycle.add('close redis', 'connections', () => cluster!.close())
     }
     const http = await createHttpServer({
       log: log.child({ component: 'http' }),
@@ -224,7 +242,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
         }
       }
     })
-    cleanups.push(() => http.close())
+    lifecycle.add('close http', 'serve', () => http.close())
     await http.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT })
     const httpAddress = http.server.address()
     const httpPort = typeof httpAddress === 'object' && httpAddress ? httpAddress.port : config.HTTP_PORT
@@ -247,7 +265,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       onRevived: () => reannounce()
     })
     await registry.start()
-    cleanups.push(() => registry.close())
+    lifecycle.add('deregister', 'state', () => registry.close())
     const retention = createTelemetryRetention({
       pool,
       retentionDays: config.TELEMETRY_RETENTION_DAYS,
@@ -255,7 +273,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       log: log.child({ component: 'retention' }),
       onRun: (r) => metrics.retentionRuns.inc({ result: r.ran ? 'ran' : 'skipped_locked' })
     })
-    cleanups.push(() => retention.close())
+    lifecycle.add('stop retention', 'work', () => retention.close())
     await retention.run()
 
     // ---- MQTT ----
@@ -267,7 +285,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       log: log.child({ component: 'presence' }),
       onFlush: (ok) => metrics.presenceFlushes.inc({ result: ok ? 'ok' : 'error' })
     })
-    cleanups.push(() => presence.close())
+    lifecycle.add('flush presence', 'state', () => withTimeout(presence.close(), 2000))
     const tls = config.MQTT_TLS_ENABLED
       ? {
           port: config.MQTT_TLS_PORT,
@@ -313,6 +331,9 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       log: log.child({ component: 'mqtt' })
     })
     const broker = mqtt
+    lifecycle.add('close broker', 'connections', () => broker.close())
+    // Readiness is already false by then; stop taking new MQTT connections.
+    lifecycle.add('stop accepting', 'accept', () => broker.stopAccepting())
     reannounce = () => { for (const id of broker.connectedDeviceIds()) presence.connected(id) }
     if (config.MQTT_WS_ENABLED) broker.attachWebSocket(http.server, config.MQTT_WS_PATH)
     const localDispatch = createDeviceDispatch(broker.aedes, (kind) => metrics.deliveries.inc({ kind }))
@@ -328,32 +349,30 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
         log: log.child({ component: 'cluster-dispatch' }),
         onRemote: (outcome, n) => metrics.clusterDispatch.inc({ outcome }, n)
       })
+      lifecycle.add('stop cluster dispatch', 'work', () => clusterDispatch!.close())
     }
     dispatch = clusterDispatch ?? localDispatch
     // While Redis was away, pushes were answered "not delivered" and only
     // stored; once it is back, connected devices get what they missed.
-    let redisWasDown = false
-    const redisWatch = cluster
-      ? setInterval(() => {
+    if (cluster) {
+      let redisWasDown = false
+      const redisWatch = every(async () => {
         const down = cluster!.problem() !== undefined
         if (redisWasDown && !down) {
           log.info('redis reachable again: delivering configs and commands stored meanwhile')
           broker.redeliverAll()
         }
         redisWasDown = down
-      }, 1000)
-      : undefined
-    redisWatch?.unref()
+      }, { intervalMs: 1000, onError: warnOnError(log, 'redis watch') })
+      lifecycle.add('stop redis watch', 'work', () => redisWatch.close())
+    }
     rollouts.start()
     // Commands past their TTL expire even if nobody asks (one UPDATE a second).
-    let expiring = false
-    const expiry = setInterval(() => {
-      if (expiring) return
-      expiring = true
-      commands.expire().then((n) => { if (n > 0) metrics.commands.inc({ status: 'expired' }, n) }, (err: Error) => backgroundError('command_expiry', err))
-        .finally(() => { expiring = false })
-    }, 1000)
-    expiry.unref()
+    const expiry = every(async () => {
+      const n = await commands.expire()
+      if (n > 0) metrics.commands.inc({ status: 'expired' }, n)
+    }, { intervalMs: 1000, onError: (err) => backgroundError('command_expiry', err) })
+    lifecycle.add('stop command expiry', 'work', () => expiry.close())
     if (!config.ADMIN_TOKEN) log.warn('ADMIN_TOKEN is not set: only API tokens created with `npm run -s token:create` can use the REST API')
     phase = 'ready'
     log.info({ ms: Date.now() - startedAt, ...build }, 'started')
@@ -361,48 +380,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     let closing: Promise<void> | undefined
     async function close (): Promise<void> {
       phase = 'draining'
-      // Each step is numbered in the log (lines of one millisecond can reach
-      // a collector out of order).
-      let order = 0
-      const step = async (name: string, fn: () => Promise<unknown>) => {
-        const t0 = Date.now()
-        const n = ++order
-        try { await fn() } catch (err) { log.error({ err, step: name, order: n }, 'shutdown step failed') }
-        log.info({ step: name, order: n, ms: Date.now() - t0 }, 'shutdown step done')
-      }
-      // 1. Readiness is already false; stop taking new MQTT connections.
-      await step('stop accepting', () => broker.stopAccepting())
-      // 2. Refuse new telemetry (those publishers get no PUBACK and retry
-      //    elsewhere), then commit everything admitted, so each acknowledged
-      //    — or about to be acknowledged — reading is stored while its
-      //    connection is still open for the PUBACK. If PostgreSQL is down the
-      //    drain cannot finish: after half the shutdown budget what is left is
-      //    abandoned; it was never acknowledged, so its devices retransmit.
-      queue.close(new Error('server is shutting down'))
-      await step('drain ingest', async () => {
-        const result = await withTimeout(writer.drain().then(() => 'drained' as const), config.SHUTDOWN_TIMEOUT_MS / 2)
-        if (result !== 'drained') {
-          log.error({ queuedRows: queue.rows, batchesInFlight: writer.busy }, 'ingest could not be drained in time; unacknowledged messages are abandoned (devices will retransmit)')
-          writer.abort(new Error('shutdown deadline'))
-        }
-      })
-      clearInterval(expiry)
-      clearInterval(redisWatch)
-      await step('stop rollouts', () => rollouts.close())
-      await step('stop retention', () => retention.close())
-      if (clusterDispatch) await step('stop cluster dispatch', () => clusterDispatch!.close())
-      // 3. Disconnect clients.
-      await step('close broker', () => broker.close())
-      if (cluster) await step('close redis', () => cluster!.close())
-      // 4. Their offline state, then the HTTP server and the pool.
-      await step('flush presence', () => withTimeout(presence.close(), 2000))
-      await step('deregister', () => registry.close())
-      await step('close http', () => http.close())
-      await step('close change feed', () => changeFeed.close())
-      await step('end pool', () => pool.end())
-      clearInterval(loopTimer)
-      loopDelay.disable()
-      if (embedded) await step('stop embedded postgres', () => embedded!.stop())
+      await lifecycle.stop()
     }
 
     return {

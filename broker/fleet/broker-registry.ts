@@ -11,6 +11,7 @@
 import { hostname } from 'node:os'
 import type pg from 'pg'
 import type { Logger } from '../logger.js'
+import { every, warnOnError, type Periodic } from '../periodic.js'
 
 export interface BrokerRegistry {
   /** Records this broker and runs a first sweep (start-up). */
@@ -61,8 +62,6 @@ const SWEEP = {
 export function createBrokerRegistry (opts: BrokerRegistryOptions): BrokerRegistry {
   const { pool, brokerId, log } = opts
   const host = hostname()
-  let timer: NodeJS.Timeout | undefined
-  let beating: Promise<number> | undefined
   let closed = false
 
   let lastBeatAt: number | undefined
@@ -87,26 +86,21 @@ export function createBrokerRegistry (opts: BrokerRegistryOptions): BrokerRegist
     return swept
   }
 
-  function beat (): Promise<number> {
-    beating ??= beatOnce().finally(() => { beating = undefined })
-    return beating
-  }
+  let loop: Periodic<number> | undefined
+  let beating: Promise<number> | undefined
+  const beat = (): Promise<number> => loop ? loop.runNow() : (beating ??= beatOnce().finally(() => { beating = undefined }))
 
   return {
     async start () {
       await beat()
-      timer = setInterval(() => {
-        if (closed) return
-        beat().catch((err: Error) => log.warn({ err: { message: err.message } }, 'broker heartbeat failed; will retry'))
-      }, opts.heartbeatMs)
-      timer.unref()
+      loop = every(beatOnce, { intervalMs: opts.heartbeatMs, onError: warnOnError(log, 'broker heartbeat') })
     },
     beat,
     async close () {
       if (closed) return
       closed = true
-      clearInterval(timer)
-      if (beating) await beating.catch(() => {})
+      await loop?.close()
+      await beating?.catch(() => {})
       await pool.query('DELETE FROM brokers WHERE id = $1', [brokerId])
     }
   }

@@ -4,6 +4,7 @@
 // keeps the changes and merges them with newer ones for the next attempt.
 import type pg from 'pg'
 import type { Logger } from '../logger.js'
+import { every } from '../periodic.js'
 
 interface Change {
   /** undefined: only last-seen moved. */
@@ -57,7 +58,6 @@ const UPDATE_PRESENCE = {
 
 export function createPresenceTracker (opts: PresenceTrackerOptions): PresenceTracker {
   let changes = new Map<string, Change>()
-  let flushing: Promise<void> | undefined
   let closed = false
 
   function record (id: string, online: boolean | undefined, at: number) {
@@ -104,14 +104,9 @@ export function createPresenceTracker (opts: PresenceTrackerOptions): PresenceTr
     }
   }
 
-  function flush (): Promise<void> {
-    flushing ??= flushOnce().finally(() => { flushing = undefined })
-    return flushing
-  }
-
   // flushOnce() has logged and counted a failure already (and kept the batch).
-  const timer = setInterval(() => { flush().catch(() => {}) }, opts.flushMs)
-  timer.unref()
+  const loop = every(flushOnce, { intervalMs: opts.flushMs, onError: () => {} })
+  const flush = (): Promise<void> => loop.runNow()
 
   return {
     connected (id, at = Date.now()) { record(id, true, at) },
@@ -126,9 +121,8 @@ export function createPresenceTracker (opts: PresenceTrackerOptions): PresenceTr
     async close () {
       if (closed) return
       closed = true
-      clearInterval(timer)
-      if (flushing) await flushing.catch(() => {})
-      await flush()
+      await loop.close()
+      await flushOnce()
     }
   }
 }

@@ -6,6 +6,7 @@
 // the work and the others skip this round.
 import type pg from 'pg'
 import type { Logger } from '../logger.js'
+import { every } from '../periodic.js'
 
 const RETENTION_LOCK_KEY = 7_336_421_002
 export const PARTITIONS_AHEAD_DAYS = 3
@@ -19,7 +20,6 @@ export interface TelemetryRetention {
 
 export function createTelemetryRetention (opts: { pool: pg.Pool, retentionDays: number, intervalMs: number, log: Logger, onRun? (r: RetentionResult): void }): TelemetryRetention {
   const { pool, log } = opts
-  let current: Promise<RetentionResult> | undefined
 
   async function runOnce (): Promise<RetentionResult> {
     const client = await pool.connect()
@@ -53,21 +53,13 @@ export function createTelemetryRetention (opts: { pool: pg.Pool, retentionDays: 
     }
   }
 
-  function run (): Promise<RetentionResult> {
-    current ??= runOnce().then((r) => { opts.onRun?.(r); return r }).finally(() => { current = undefined })
-    return current
-  }
-
-  const timer = setInterval(() => {
-    run().catch((err: Error) => log.error({ err: { message: err.message } }, 'telemetry retention failed; partitions may run out'))
-  }, opts.intervalMs)
-  timer.unref()
+  const loop = every(async () => { const r = await runOnce(); opts.onRun?.(r); return r }, {
+    intervalMs: opts.intervalMs,
+    onError: (err) => log.error({ err: { message: err.message } }, 'telemetry retention failed; partitions may run out')
+  })
 
   return {
-    run,
-    async close () {
-      clearInterval(timer)
-      await current?.catch(() => {})
-    }
+    run: () => loop.runNow(),
+    close: () => loop.close()
   }
 }
