@@ -6,6 +6,7 @@
 import pg from 'pg'
 import type { Logger } from '../logger.js'
 import type { ChangeFeed } from '../../devices/dispatch.js'
+import { backoffDelay } from '../backoff.js'
 
 export interface PgChangeFeed extends ChangeFeed {
   readonly connected: boolean
@@ -39,7 +40,7 @@ export async function startChangeFeed (url: string, log: Logger): Promise<PgChan
 
   function schedule () {
     if (closed) return
-    const delay = Math.min(5000, 100 * 2 ** attempt++) * (0.5 + Math.random() / 2)
+    const delay = backoffDelay(attempt++, { baseMs: 100, maxMs: 5000, jitter: 'equal' })
     retryTimer = setTimeout(() => { connect().catch(() => schedule()) }, delay)
   }
 

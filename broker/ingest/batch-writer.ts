@@ -34,6 +34,7 @@
 // refuses is held and retried like telemetry, never acknowledged unstored.
 import type { IngestEntry, IngestQueue } from './ingest-queue.js'
 import type { Logger } from '../logger.js'
+import { backoffDelay } from '../backoff.js'
 
 export interface BatchSink<Row> {
   /** Commits the rows in one transaction, or throws. */
@@ -149,8 +150,7 @@ export function createBatchWriter<Row> (opts: BatchWriterOptions<Row>): BatchWri
             ? `database refuses every telemetry row (${err.code ?? 'data error'}: ${err.cause.message})`
             : 'database writes failing'
           observer.onRetry?.(err as Error)
-          const cap = Math.min(opts.retryMaxMs, retryBaseMs * 2 ** Math.min(attempt, 20))
-          const delay = Math.random() * cap
+          const delay = backoffDelay(attempt, { baseMs: retryBaseMs, maxMs: opts.retryMaxMs, jitter: 'full' })
           const fields = { err: { message: (err as Error).message, code: (err as { code?: string }).code }, attempt, delayMs: Math.round(delay) }
           if (attempt === 0) log.warn(fields, 'batch write failed, retrying')
           else if (attempt % 10 === 0) log.error(fields, 'batch write still failing, retrying')
