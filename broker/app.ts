@@ -316,6 +316,8 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       allowAnonymous: config.MQTT_ALLOW_ANONYMOUS,
       connectTimeoutMs: config.MQTT_CONNECT_TIMEOUT_MS,
       maxPacketBytes: config.MQTT_MAX_PACKET_BYTES,
+      topicAliasMaximum: config.MQTT_TOPIC_ALIAS_MAXIMUM,
+      sessionExpiryMaxSeconds: config.MQTT_SESSION_EXPIRY_MAX_SECONDS,
       telemetryMaxBytes: config.TELEMETRY_MAX_BYTES,
       telemetryMaxReadings: config.TELEMETRY_MAX_READINGS,
       telemetryMaxDepth: config.TELEMETRY_MAX_DEPTH,

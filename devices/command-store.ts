@@ -5,8 +5,9 @@
 // requests on any replica wake up without polling.
 import { randomUUID } from 'node:crypto'
 import type pg from 'pg'
-import { ApiError, notFound } from './api-error.js'
 import { CHANNELS } from './dispatch.js'
+import { DomainError, notFound } from './domain-error.js'
+import { withTransaction } from './transaction.js'
 import { isUuid } from './uuid.js'
 
 export type CommandStatus = 'queued' | 'sent' | 'succeeded' | 'failed' | 'expired'
@@ -64,7 +65,11 @@ export interface NewCommand { name: string, params?: unknown, ttlSeconds: number
 export type ResultOutcome = 'completed' | 'unknown' | 'finished'
 
 export interface CommandStore {
-  /** Creates a command; with an idempotency key seen for this device in the last day, returns that command instead. */
+  /**
+   * Creates a command; with an idempotency key seen for this device in the
+   * last day, returns that command instead (idempotency_key_reused when that
+   * command is not this one; not_found when there is no such device).
+   */
   create (deviceId: string, cmd: NewCommand): Promise<{ command: Command, created: boolean }>
   get (id: string): Promise<Command | undefined>
   list (deviceId: string, limit: number, after?: [string, string]): Promise<Command[]>
@@ -82,9 +87,7 @@ const IDEMPOTENCY_WINDOW = "interval '1 day'"
 export function createCommandStore (pool: pg.Pool): CommandStore {
   return {
     async create (deviceId, cmd) {
-      const client = await pool.connect()
-      try {
-        await client.query('BEGIN')
+      return await withTransaction(pool, async (client) => {
         if (cmd.idempotencyKey) {
           // Serialise concurrent requests with the same key.
           await client.query('SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))', [deviceId, cmd.idempotencyKey])
@@ -94,11 +97,11 @@ export function createCommandStore (pool: pg.Pool): CommandStore {
                FROM commands WHERE device_id = $1 AND idempotency_key = $2`,
             [deviceId, cmd.idempotencyKey, cmd.name, JSON.stringify(cmd.params ?? {}), cmd.ttlSeconds])
           if (rows[0]?.fresh) {
-            await client.query('COMMIT')
             // A retry must repeat the request; the same key for another
             // request is a client bug, not a retry (422, as the IETF
-            // Idempotency-Key draft says).
-            if (!rows[0].same) throw new ApiError(422, 'idempotency_key_reused', 'this Idempotency-Key was used in the last day for a different command to this device')
+            // Idempotency-Key draft says). Nothing was written: the
+            // rollback of the throw costs nothing.
+            if (!rows[0].same) throw new DomainError('idempotency_key_reused', 'this Idempotency-Key was used in the last day for a different command to this device')
             return { command: toCommand(rows[0]), created: false }
           }
           // A key older than a day is free again.
@@ -109,15 +112,9 @@ export function createCommandStore (pool: pg.Pool): CommandStore {
            SELECT $1, id, $2, $3, 'queued', now() + make_interval(secs => $4), $5, $6 FROM devices WHERE id = $7
            RETURNING *`,
           [randomUUID(), cmd.name, JSON.stringify(cmd.params ?? {}), cmd.ttlSeconds, cmd.idempotencyKey ?? null, cmd.correlationId ?? null, deviceId])
-        await client.query('COMMIT')
         if (!rows[0]) throw notFound(`device ${deviceId}`)
         return { command: toCommand(rows[0]), created: true }
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => {})
-        throw err
-      } finally {
-        client.release()
-      }
+      })
     },
 
     async get (id) {

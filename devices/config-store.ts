@@ -2,7 +2,7 @@
 // twin. PostgreSQL is the source of truth: what the broker sends on
 // devices/{id}/config always comes from here.
 import type pg from 'pg'
-import { ApiError, notFound } from './api-error.js'
+import { DomainError, notFound } from './domain-error.js'
 
 export interface DeviceConfigState {
   desired: { version: number, config: unknown, updatedAt: Date } | null
@@ -33,8 +33,9 @@ function toState (r: Row | undefined): DeviceConfigState {
 }
 
 export interface ConfigStore {
+  /** The device's config state; not_found when there is no such device. */
   get (deviceId: string): Promise<DeviceConfigState>
-  /** Stores a new desired version; `ifVersion` (0 = none yet) makes it conditional (409 on mismatch). */
+  /** Stores a new desired version; `ifVersion` (0 = none yet) makes it conditional (version_conflict on mismatch). */
   setDesired (deviceId: string, config: unknown, ifVersion?: number): Promise<ConfigMessage>
   /** The latest desired config of many devices (one query), for delivery; absent when none was ever set. */
   messages (deviceIds: string[]): Promise<Map<string, ConfigMessage>>
@@ -70,8 +71,8 @@ export function createConfigStore (pool: pg.Pool): ConfigStore {
               WHERE device_id = $1 AND desired_version = $3 RETURNING desired_version`
       const { rows } = await pool.query<{ desired_version: number }>(sql, ifVersion ? [deviceId, json, ifVersion] : [deviceId, json])
       if (rows[0]) return { version: rows[0].desired_version, config }
-      const current = await this.get(deviceId) // 404 when the device does not exist
-      throw new ApiError(409, 'version_conflict', `desired config is at version ${current.desired?.version ?? 0}, not ${ifVersion}`)
+      const current = await this.get(deviceId) // not_found when the device does not exist
+      throw new DomainError('version_conflict', `desired config is at version ${current.desired?.version ?? 0}, not ${ifVersion}`)
     },
 
     async messages (deviceIds) {

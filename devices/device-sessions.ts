@@ -8,6 +8,7 @@ import { toMessage } from './command-store.js'
 import type { DeviceDispatch } from './dispatch.js'
 import { createBatchLoader } from './batch-loader.js'
 import { jsonDeeperThan } from './json-depth.js'
+import { coversCommands, coversConfig, topics } from './topics.js'
 
 // Deepest nesting accepted in a report or a command result, as for REST
 // bodies: deeper ones are acknowledged, ignored and counted as invalid
@@ -31,13 +32,6 @@ export interface DeviceSessions {
   subscribed (deviceId: string, filters: string[]): Promise<void>
   configReported (deviceId: string, payload: Buffer): Promise<RecordResult>
   commandResult (deviceId: string, commandId: string, payload: Buffer): Promise<RecordResult>
-}
-
-export function coversConfig (deviceId: string, filter: string): boolean {
-  return filter === `devices/${deviceId}/config` || filter === `devices/${deviceId}/#`
-}
-export function coversCommands (deviceId: string, filter: string): boolean {
-  return filter === `devices/${deviceId}/commands/+` || filter === `devices/${deviceId}/#`
 }
 
 /** PostgreSQL refused a value the device sent (SQLSTATE class 22): the message is invalid, not a failure to retry. */
@@ -64,13 +58,13 @@ export function createDeviceSessions (deps: { configs: ConfigStore, commands: Co
     async subscribed (deviceId, filters) {
       if (filters.some((f) => coversConfig(deviceId, f))) {
         const msg = await configOf(deviceId)
-        if (msg) await dispatch.deliver(deviceId, `devices/${deviceId}/config`, msg)
+        if (msg) await dispatch.deliver(deviceId, topics.config(deviceId), msg)
       }
       if (filters.some((f) => coversCommands(deviceId, f))) {
         const pending = await pendingOf(deviceId) ?? []
         const sent: string[] = []
         for (const c of pending) {
-          if (await dispatch.deliver(deviceId, `devices/${deviceId}/commands/${c.id}`, toMessage(c))) sent.push(c.id)
+          if (await dispatch.deliver(deviceId, topics.command(deviceId, c.id), toMessage(c))) sent.push(c.id)
         }
         await commands.markSent(sent)
       }

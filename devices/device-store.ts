@@ -1,7 +1,7 @@
 import type pg from 'pg'
 import { generateDeviceId, isValidDeviceId } from './device-id.js'
 import { generateSecret, hashSecret } from './device-secret.js'
-import { DomainError } from './domain-error.js'
+import { DomainError, found, notFound } from './domain-error.js'
 
 export interface NewDevice {
   id?: string
@@ -32,18 +32,21 @@ export interface DeviceView {
 
 export interface DeviceQuery { labels?: Record<string, string>, online?: boolean, limit: number, after?: string }
 
+// Failures are DomainErrors: invalid_device_id and device_exists on create,
+// not_found when update, remove or rotateSecret name no device. get()
+// answers undefined instead: absence is an answer to a look-up.
 export interface DeviceStore {
   create (device: NewDevice): Promise<CreatedDevice>
   /** Creates many devices in chunks; yields each chunk's results (errors for ids that exist). */
   createMany (devices: NewDevice[] | { count: number, make (i: number): NewDevice }, chunk?: number): AsyncGenerator<Array<CreatedDevice | { id: string, error: string }>>
   get (id: string): Promise<DeviceView | undefined>
   list (q: DeviceQuery): Promise<DeviceView[]>
-  update (id: string, patch: { name?: string | null, labels?: Record<string, string>, disabled?: boolean }): Promise<DeviceView | undefined>
-  remove (id: string): Promise<boolean>
+  update (id: string, patch: { name?: string | null, labels?: Record<string, string>, disabled?: boolean }): Promise<DeviceView>
+  remove (id: string): Promise<void>
   /** Credentials of many devices in one query (the cache batches look-ups). */
   credentialsMany (ids: string[]): Promise<Map<string, DeviceCredentials>>
   setDisabled (id: string, disabled: boolean): Promise<boolean>
-  rotateSecret (id: string): Promise<CreatedDevice | undefined>
+  rotateSecret (id: string): Promise<CreatedDevice>
 }
 
 export interface DeviceStoreOptions {
@@ -132,15 +135,16 @@ export function createDeviceStore (pool: pg.Pool, opts: DeviceStoreOptions = {})
            updated_at = now()
          WHERE id = $1`,
         [id, 'name' in patch, patch.name ?? null, patch.labels ? JSON.stringify(patch.labels) : null, patch.disabled ?? null])
-      if (rowCount !== 1) return undefined
+      if (rowCount !== 1) throw notFound(`device ${id}`)
       if (patch.disabled !== undefined) changed(id)
-      return await this.get(id)
+      // Deleted in between: as if the update had come second.
+      return found(await this.get(id), `device ${id}`)
     },
 
     async remove (id) {
       const { rowCount } = await pool.query('DELETE FROM devices WHERE id = $1', [id])
       changed(id)
-      return rowCount === 1
+      if (rowCount !== 1) throw notFound(`device ${id}`)
     },
     async create (device) {
       const id = device.id ?? generateDeviceId()
@@ -174,7 +178,8 @@ export function createDeviceStore (pool: pg.Pool, opts: DeviceStoreOptions = {})
       const { rowCount } = await pool.query(
         'UPDATE devices SET secret_hash = $2, secret_rotated_at = now(), updated_at = now() WHERE id = $1', [id, hashSecret(secret)])
       changed(id)
-      return rowCount === 1 ? { id, secret } : undefined
+      if (rowCount !== 1) throw notFound(`device ${id}`)
+      return { id, secret }
     }
   }
 }

@@ -1,4 +1,4 @@
-import { ApiError } from './api-error.js'
+import { DomainError } from './domain-error.js'
 import { parseLabel } from './labels.js'
 
 /**
@@ -15,10 +15,10 @@ export function parseLabelSelector (selector: string): Record<string, string> {
   if (selector.trim() === '') return out
   for (const part of selector.split(',')) {
     const text = part.trim()
-    if (text.indexOf('=') <= 0) throw new ApiError(400, 'invalid_selector', `label selector part ${JSON.stringify(part)} is not key=value`)
+    if (text.indexOf('=') <= 0) throw new DomainError('invalid_selector', `label selector part ${JSON.stringify(part)} is not key=value`)
     const label = parseLabel(text)
-    if ('error' in label) throw new ApiError(400, 'invalid_selector', label.error)
-    if (Object.hasOwn(out, label.key)) throw new ApiError(400, 'invalid_selector', `label selector names the key ${JSON.stringify(label.key)} more than once`)
+    if ('error' in label) throw new DomainError('invalid_selector', label.error)
+    if (Object.hasOwn(out, label.key)) throw new DomainError('invalid_selector', `label selector names the key ${JSON.stringify(label.key)} more than once`)
     out[label.key] = label.value
   }
   return out

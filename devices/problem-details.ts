@@ -1,19 +1,20 @@
 // Every error of the API as application/problem+json with a stable code.
-// Validation errors are 400 invalid_request; unexpected errors are 500
-// internal_error with a generic message (the details go to the log only).
-// That includes what fastify and Node refuse before any route runs: unknown
-// routes (404) or methods (405), URLs the router cannot take (400, 414), bodies (413, 415, bad
-// JSON) and requests that are not HTTP at all (400, 408, 431): the three
-// entry points below cover the error handler, the router and the socket.
+// ApiErrors carry their status; DomainErrors get theirs from the one table
+// in devices/domain-status.ts. Validation errors are 400 invalid_request;
+// unexpected errors are 500 internal_error with a generic message (the
+// details go to the log only). That includes what fastify and Node refuse
+// before any route runs: unknown routes (404) or methods (405), URLs the
+// router cannot take (400, 414), bodies (413, 415, bad JSON) and requests
+// that are not HTTP at all (400, 408, 431): the three entry points below
+// cover the error handler, the router and the socket.
 import { STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { ApiError } from './api-error.js'
 import { DomainError } from './domain-error.js'
+import { DOMAIN_STATUS } from './domain-status.js'
 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const
-
-const DOMAIN_STATUS: Record<string, number> = { invalid_device_id: 400, device_exists: 409 }
 
 /** The stable code of a client error fastify or Node raised, by status. */
 const CODE_BY_STATUS: Record<number, string> = {
@@ -44,7 +45,7 @@ export function installProblemDetails (app: FastifyInstance): void {
     if (err instanceof ApiError) {
       status = err.statusCode; code = err.code; detail = err.message; headers = err.headers
     } else if (err instanceof DomainError) {
-      status = DOMAIN_STATUS[err.code] ?? 400; code = err.code; detail = err.message
+      status = DOMAIN_STATUS[err.code]; code = err.code; detail = err.message
     } else if (typeof (err as { code?: unknown }).code === 'string' && /^22[0-9A-Z]{3}$/.test((err as { code: string }).code)) {
       // PostgreSQL refused a value the client sent (e.g. \u0000 in JSON, which jsonb cannot hold).
       status = 400; code = 'invalid_request'; detail = 'a value in the request cannot be stored'

@@ -7,8 +7,10 @@
 import { randomUUID } from 'node:crypto'
 import type pg from 'pg'
 import type { Logger } from 'pino'
-import { ApiError, notFound } from './api-error.js'
 import type { DeviceDispatch } from './dispatch.js'
+import { DomainError, notFound } from './domain-error.js'
+import { topics } from './topics.js'
+import { withTransaction } from './transaction.js'
 import { isUuid } from './uuid.js'
 
 export type RolloutStatus = 'running' | 'paused' | 'cancelled' | 'completed'
@@ -27,6 +29,7 @@ export interface Rollout {
 export interface RolloutRunner {
   create (selector: Record<string, string>, config: unknown, ratePerSecond: number | null): Promise<Rollout>
   get (id: string): Promise<Rollout | undefined>
+  /** not_found for an unknown rollout; invalid_transition when its status does not allow the action. */
   setStatus (id: string, action: 'pause' | 'resume' | 'cancel'): Promise<Rollout>
   /** Starts pushing (once the schema exists and devices can be reached). */
   start (): void
@@ -78,7 +81,7 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
          FROM c WHERE rt.rollout_id = $1 AND rt.device_id = c.device_id
        RETURNING rt.device_id, rt.version`,
       [r.id, budget, JSON.stringify(r.config)])
-    await Promise.all(rows.map((t) => dispatch.deliver(t.device_id, `devices/${t.device_id}/config`, { version: t.version, config: r.config })))
+    await Promise.all(rows.map((t) => dispatch.deliver(t.device_id, topics.config(t.device_id), { version: t.version, config: r.config })))
     return rows.length
   }
 
@@ -129,28 +132,26 @@ export function createRolloutRunner (deps: { pool: pg.Pool, dispatch: DeviceDisp
   return {
     async create (selector, config, ratePerSecond) {
       const id = randomUUID()
-      const client = await pool.connect()
-      try {
-        await client.query('BEGIN')
+      // The rollout and its targets appear together: a tick on any replica
+      // never sees a running rollout with no targets and completes it.
+      await withTransaction(pool, async (client) => {
         await client.query('INSERT INTO rollouts (id, selector, config, rate_per_second, status) VALUES ($1, $2, $3, $4, \'running\')',
           [id, JSON.stringify(selector), JSON.stringify(config), ratePerSecond])
         await client.query('INSERT INTO rollout_targets (rollout_id, device_id) SELECT $1, id FROM devices WHERE labels @> $2 AND disabled_at IS NULL',
           [id, JSON.stringify(selector)])
-        await client.query('COMMIT')
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => {})
-        throw err
-      } finally { client.release() }
+      })
       return (await get(id))!
     },
     get,
     async setStatus (id, action) {
       const from = { pause: ['running'], resume: ['paused'], cancel: ['running', 'paused'] }[action]
       const to = { pause: 'paused', resume: 'running', cancel: 'cancelled' }[action]
+      // Not a UUID: no such rollout (PostgreSQL would refuse the cast).
+      if (!isUuid(id)) throw notFound(`rollout ${id}`)
       const { rowCount } = await pool.query('UPDATE rollouts SET status = $2, updated_at = now() WHERE id = $1 AND status = ANY($3)', [id, to, from])
       const r = await get(id)
       if (!r) throw notFound(`rollout ${id}`)
-      if (rowCount !== 1) throw new ApiError(409, 'invalid_transition', `cannot ${action} a rollout that is ${r.status}`)
+      if (rowCount !== 1) throw new DomainError('invalid_transition', `cannot ${action} a rollout that is ${r.status}`)
       return r
     },
     start () {

@@ -3,6 +3,7 @@
 // secrets). Scopes: read ⊂ write ⊂ admin.
 import { createHash, randomBytes, randomUUID } from 'node:crypto'
 import type pg from 'pg'
+import { notFound } from './domain-error.js'
 
 export type Scope = 'read' | 'write' | 'admin'
 export const SCOPES: Scope[] = ['read', 'write', 'admin']
@@ -25,7 +26,8 @@ export interface TokenStore {
   create (name: string, scopes: Scope[]): Promise<TokenInfo & { token: string }>
   /** The live (not revoked) token with this value, or undefined. */
   verify (token: string): Promise<TokenInfo | undefined>
-  revoke (id: string): Promise<boolean>
+  /** Revokes at once (again is fine); not_found for an unknown id. */
+  revoke (id: string): Promise<void>
   list (): Promise<TokenInfo[]>
 }
 
@@ -53,7 +55,7 @@ export function createTokenStore (pool: pg.Pool, onError: (what: string, err: Er
     },
     async revoke (id) {
       const { rowCount } = await pool.query('UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1', [id])
-      return rowCount === 1
+      if (rowCount !== 1) throw notFound(`token ${id}`)
     },
     async list () {
       return (await pool.query<Row>('SELECT * FROM api_tokens ORDER BY created_at, id')).rows.map(toInfo)

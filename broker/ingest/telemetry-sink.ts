@@ -8,6 +8,7 @@
 import type pg from 'pg'
 import { StandInRefused, type BatchSink } from './batch-writer.js'
 import type { Logger } from '../logger.js'
+import { topics } from '../../devices/topics.js'
 
 export interface ReadingRow {
   kind: 'reading'
@@ -59,7 +60,7 @@ export function deadLetterFromReading (row: ReadingRow, reason: string, detail: 
   return {
     kind: 'dead',
     deviceId: row.deviceId,
-    topic: `devices/${row.deviceId}/telemetry`,
+    topic: topics.telemetry(row.deviceId),
     payload: Buffer.from(row.json, 'utf8'),
     reason,
     detail: cleanText(detail),

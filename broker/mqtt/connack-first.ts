@@ -22,10 +22,7 @@
 //   counter per broker and would drop older messages that were never queued,
 //   such as QoS 0 ones.)
 import type { Client } from 'aedes'
-
-type Deliver = (packet: StoredPacket, cb: (err?: Error | null) => void) => void
-
-interface StoredPacket { brokerId?: string, brokerCounter?: number | string }
+import { wrapDeliveries, type Deliver, type DeliveredPacket as StoredPacket } from './aedes-internals.js'
 
 interface ConnectionState {
   /** Deliveries waiting for the connection to be ready; undefined once it is. */
@@ -56,19 +53,16 @@ export function holdUntilReady (client: Client): void {
   const c = client as Tracked
   const state: ConnectionState = { held: [], replayed: new Set() }
   c[STATE] = state
-  const d = client as unknown as { deliver0: Deliver, deliverQoS: Deliver }
-  const wrap = (deliver: Deliver): Deliver => function heldDeliver (packet, cb) {
+  // addSubs() captures these when a subscription is made, so the wrappers
+  // stay in place for the connection's life and pass through once released.
+  wrapDeliveries(client, (deliver: Deliver): Deliver => function heldDeliver (packet, cb) {
     if (isReplayedCopy(state, packet)) { setImmediate(cb); return }
     if (state.held === undefined) return deliver(packet, cb)
     // Routing is not held up meanwhile: the message is this connection's to
     // deliver now (a persistent session also has it in its stored queue).
     state.held.push({ deliver, packet })
     setImmediate(cb)
-  }
-  // addSubs() captures these when a subscription is made, so the wrappers
-  // stay in place for the connection's life and pass through once released.
-  d.deliver0 = wrap(d.deliver0)
-  d.deliverQoS = wrap(d.deliverQoS)
+  })
 }
 
 /**

@@ -16,35 +16,24 @@
 // step, so a CONNECT with a protocol level this broker does not speak gets
 // CONNACK 0x01 before the close [MQTT-3.1.2-2] (mqtt-packet refuses such a
 // CONNECT before aedes could answer it). All of this reaches into
-// mqtt-packet's parser (private fields); this module is the one place that does.
+// mqtt-packet's parser (private fields), through aedes-internals.ts.
+//
+// The size counted is the whole packet, fixed header included, as MQTT 5's
+// Maximum Packet Size counts it [MQTT-3.2.2-15] (advertised in CONNACK as
+// MQTT_MAX_PACKET_BYTES).
 import { isUtf8 } from 'node:buffer'
 import type { Client } from 'aedes'
 import type { Packet } from 'mqtt-packet'
 import { brokenRule, ProtocolViolationError } from './protocol-rules.js'
-
-interface PacketParser {
-  packet: { cmd?: string, length: number }
-  _pos: number
-  _list: { slice (start: number, end: number): Buffer }
-  _parseLength (): boolean
-  _parseString (maybeBuffer?: boolean): string | null
-  _newPacket (): boolean
-  _emitError (err: Error): void
-}
-
-const PRIVATE_METHODS = ['_parseLength', '_parseString', '_newPacket', '_emitError'] as const
-
-function parserOf (client: Client): PacketParser {
-  const parser = (client as unknown as { _parser?: PacketParser })._parser
-  const missing = PRIVATE_METHODS.filter((m) => typeof parser?.[m] !== 'function')
-  if (!parser || missing.length > 0) {
-    throw new Error(`aedes client has no mqtt-packet parser with ${missing.join(', ')}: packet limits cannot be enforced with this aedes version`)
-  }
-  return parser
-}
+import { parserOf, type PacketParser } from './aedes-internals.js'
 
 // CONNACK, return code 1: unacceptable protocol level (MQTT 3.1.1 section 3.2.2.3).
 const CONNACK_UNACCEPTABLE_PROTOCOL = Buffer.from([0x20, 0x02, 0x00, 0x01])
+
+/** The whole packet's size from its remaining length: 1 type byte, 1–4 length bytes, the rest [MQTT-2.2.3]. */
+export function packetSize (remaining: number): number {
+  return 1 + (remaining < 128 ? 1 : remaining < 16_384 ? 2 : remaining < 2_097_152 ? 3 : 4) + remaining
+}
 
 export class PacketTooLargeError extends Error {
   override name = 'PacketTooLargeError'
@@ -56,9 +45,10 @@ export function limitPacketSize (client: Client, maxBytes: number, onRefused: (c
   const parseLength = parser._parseLength
   parser._parseLength = function limitedParseLength (this: PacketParser) {
     const complete = parseLength.call(this)
-    if (complete && this.packet.length > maxBytes) {
-      onRefused(this.packet.cmd, this.packet.length)
-      this._emitError(new PacketTooLargeError(`${this.packet.cmd ?? 'packet'} of ${this.packet.length} bytes exceeds MQTT_MAX_PACKET_BYTES (${maxBytes})`))
+    if (complete && packetSize(this.packet.length) > maxBytes) {
+      const size = packetSize(this.packet.length)
+      onRefused(this.packet.cmd, size)
+      this._emitError(new PacketTooLargeError(`${this.packet.cmd ?? 'packet'} of ${size} bytes exceeds MQTT_MAX_PACKET_BYTES (${maxBytes})`))
       return false
     }
     return complete
