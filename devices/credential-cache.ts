@@ -1,9 +1,15 @@
-// A small TTL cache of device credentials (the stored hash, not the secret),
-// so a reconnect storm does not become one database query per CONNECT.
-// Concurrent look-ups of one id share a single query. Entries are dropped at
-// once when a device is disabled or its secret rotated (invalidate()).
-// Unknown ids are remembered for a shorter time (negativeTtlMs), so a flood
-// of CONNECTs with made-up ids does not become a flood of queries.
+// A TTL cache of device credentials (the stored hash, not the secret), so a
+// reconnect storm does not become one database query per CONNECT. Built on
+// lru-cache: least-recently-used eviction (a storm larger than the cache
+// keeps the devices that are reconnecting, instead of churning
+// oldest-inserted entries), per-entry TTL, and fetch() de-duplication
+// (concurrent look-ups of one id share one query). Entries are dropped at
+// once when a device is disabled, deleted or its secret rotated
+// (invalidate()); a load that started before an invalidation does not put
+// the stale value back (lru-cache aborts it). Unknown ids are remembered for
+// a shorter time (negativeTtlMs), so a flood of CONNECTs with made-up ids does
+// not become a flood of queries.
+import { LRUCache } from 'lru-cache'
 import type { DeviceCredentials } from './device-store.js'
 
 export interface CredentialCache {
@@ -21,49 +27,67 @@ export interface CredentialCacheOptions {
   load (id: string): Promise<DeviceCredentials | undefined>
   onHit?: () => void
   onMiss?: () => void
-  now?: () => number
 }
 
-export function createCredentialCache (opts: CredentialCacheOptions): CredentialCache {
-  const now = opts.now ?? Date.now
-  const negativeTtlMs = opts.negativeTtlMs ?? Math.min(opts.ttlMs, 5000)
-  const entries = new Map<string, { value: DeviceCredentials | undefined, expires: number }>()
-  const inflight = new Map<string, Promise<DeviceCredentials | undefined>>()
-  // Bumped by invalidate(): a load that started before an invalidation must
-  // not put the stale value back into the cache.
-  const generation = new Map<string, number>()
+/** The loader's own failure (the database), told apart from lru-cache aborting a fetch. */
+class LoadFailed extends Error {
+  constructor (override readonly cause: unknown) { super('credential look-up failed') }
+}
 
+// lru-cache stores no undefined: "no such device" is kept as this marker.
+const UNKNOWN = Symbol('unknown device')
+type Entry = DeviceCredentials | typeof UNKNOWN
+
+export function createCredentialCache (opts: CredentialCacheOptions): CredentialCache {
+  const negativeTtlMs = opts.negativeTtlMs ?? Math.min(opts.ttlMs, 5000)
+  // A cache of size or TTL 0 caches nothing: every look-up loads.
+  if (opts.max <= 0 || opts.ttlMs <= 0) {
+    return {
+      get size () { return 0 },
+      async get (id) { opts.onMiss?.(); return await opts.load(id) },
+      invalidate () {},
+      clear () {}
+    }
+  }
+  const cache = new LRUCache<string, Entry>({
+    max: opts.max,
+    ttl: opts.ttlMs,
+    ttlAutopurge: false,
+    // An invalidation while a load is in flight aborts it: its value is not stored.
+    ignoreFetchAbort: false,
+    fetchMethod: async (id, _stale, { options }) => {
+      let value
+      try {
+        value = await opts.load(id)
+      } catch (err) {
+        throw new LoadFailed(err)
+      }
+      if (value === undefined) {
+        // fetchMethod may set the TTL of what it returns (lru-cache's FetchOptions).
+        options.ttl = Math.max(negativeTtlMs, 1)
+        return UNKNOWN
+      }
+      return value
+    }
+  })
   return {
-    get size () { return entries.size },
+    get size () { return cache.size },
     async get (id) {
-      const hit = entries.get(id)
-      if (hit && hit.expires > now()) {
-        opts.onHit?.()
-        return hit.value
+      if (cache.has(id)) opts.onHit?.()
+      else opts.onMiss?.()
+      let v: Entry | undefined
+      try {
+        v = await cache.fetch(id)
+      } catch (err) {
+        if (err instanceof LoadFailed) throw err.cause
+        // Anything else is lru-cache aborting the look-up: invalidate()
+        // dropped the id while it was loading (the device changed meanwhile).
+        // Read it again, uncached, rather than fail the CONNECT.
+        v = await opts.load(id)
       }
-      if (hit) entries.delete(id)
-      opts.onMiss?.()
-      let pending = inflight.get(id)
-      if (!pending) {
-        const gen = generation.get(id) ?? 0
-        pending = opts.load(id).then((value) => {
-          const ttl = value ? opts.ttlMs : negativeTtlMs
-          if (ttl > 0 && opts.max > 0 && (generation.get(id) ?? 0) === gen) {
-            if (entries.size >= opts.max) entries.delete(entries.keys().next().value as string)
-            entries.set(id, { value, expires: now() + ttl })
-          }
-          return value
-        }).finally(() => inflight.delete(id))
-        inflight.set(id, pending)
-      }
-      return await pending
+      return v === UNKNOWN || v === undefined ? undefined : v
     },
-    invalidate (id) {
-      entries.delete(id)
-      inflight.delete(id)
-      generation.set(id, (generation.get(id) ?? 0) + 1)
-      if (generation.size > 100_000) generation.clear()
-    },
-    clear () { entries.clear(); inflight.clear(); generation.clear() }
+    invalidate (id) { cache.delete(id) },
+    clear () { cache.clear() }
   }
 }

@@ -116,8 +116,9 @@ export const deviceRoutes: FastifyPluginAsyncTypebox<DeviceRoutesOptions> = asyn
   app.patch('/devices/:id', { ...write, preValidation: labelsFirst, schema: { tags: ['devices'], summary: 'Change name, labels or disabled', params: IdParams, body: PatchDeviceBody, response: { 200: Device, ...errors(400, 404) } } },
     async (req) => {
       const d = await devices.update(req.params.id, req.body)
-      // A disabled device loses its connection at once, not at its next reconnect.
-      if (req.body.disabled === true) await dispatch.disconnect(req.params.id)
+      // A disabled device loses its connection at once (MQTT 5: DISCONNECT
+      // 0x98), not at its next reconnect, and its MQTT session ends with it.
+      if (req.body.disabled === true) await dispatch.endSession(req.params.id)
       return deviceJson(d)
     })
 
