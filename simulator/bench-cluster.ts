@@ -10,22 +10,18 @@
 // followed until every device has reported the new version. Reports the
 // connect rate achieved, RSS per broker process (and Redis), and the rollout
 // time, phase B next to phase A. Writes results/bench-cluster.json.
-import { fork, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises'
-import { tmpdir, cpus } from 'node:os'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { cpus } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { fileURLToPath } from 'node:url'
-import { pino } from 'pino'
 import pg from 'pg'
-import { startEmbeddedPostgres, freePort } from '../broker/embedded-postgres.js'
-import type { AgentConfig, AgentMessage } from './config-agent-worker.js'
-import { rssMb, waitHttp } from './process-stats.js'
-import { startRedisServer } from './redis-server.js'
+import { startBenchEnvironment, type BenchEnvironment, type FleetgateUnderTest } from './broker-under-test.js'
+import { forkFleets } from './fleet-process.js'
+import { provisionDevices } from './provisioning.js'
+import { rssMb } from './process-stats.js'
+import { CONFIG_FOLLOWER } from './virtual-device.js'
 
-const here = fileURLToPath(new URL('.', import.meta.url))
-const root = join(here, '..', '..')
 const { values: args } = parseArgs({
   options: {
     single: { type: 'string', default: '19000' },
@@ -36,11 +32,9 @@ const { values: args } = parseArgs({
     out: { type: 'string', default: 'results/bench-cluster.json' }
   }
 })
-const TOKEN = 'bench-admin-token-' + Math.random().toString(36).slice(2)
 const RATE = Number(args.rate)
 const PER_WORKER = Number(args['per-worker'])
 
-interface Broker { proc: ChildProcess, mqttUrl: string, api: string }
 interface PhaseResult {
   phase: string
   replicas: number
@@ -58,32 +52,9 @@ interface PhaseResult {
   rolloutMissing: number
 }
 
-async function startBroker (env: Record<string, string>): Promise<Broker> {
-  const mqttPort = await freePort(); const httpPort = await freePort()
-  const proc = spawn(process.execPath, [join(root, 'dist', 'broker', 'main.js')], {
-    env: {
-      ...process.env,
-      MQTT_PORT: String(mqttPort),
-      HTTP_PORT: String(httpPort),
-      MQTT_HOST: '127.0.0.1',
-      HTTP_HOST: '127.0.0.1',
-      LOG_LEVEL: 'warn',
-      ADMIN_TOKEN: TOKEN,
-      API_RATE_LIMIT_PER_MINUTE: '10000000',
-      MQTT_MAX_CONNECTIONS: '19500',
-      ...env
-    },
-    stdio: ['ignore', 'inherit', 'inherit']
-  })
-  const api = `http://127.0.0.1:${httpPort}`
-  await waitHttp(`${api}/readyz`)
-  return { proc, mqttUrl: `mqtt://127.0.0.1:${mqttPort}`, api }
-}
-
-async function stopBroker (b: Broker) {
-  if (b.proc.exitCode !== null) return
-  b.proc.kill('SIGTERM')
-  await new Promise((resolve) => b.proc.once('exit', resolve))
+/** A replica as the cluster benchmark runs it: at most 19,500 connections (under the 20,000-file limit). */
+function startReplica (env: BenchEnvironment, extra: Record<string, string> = {}): Promise<FleetgateUnderTest> {
+  return env.fleetgate({ MQTT_MAX_CONNECTIONS: '19500', ...extra })
 }
 
 // Statements running for more than 3 s while the rollout runs, with what
@@ -110,53 +81,45 @@ function watchSlowStatements (databaseUrl: string): () => Promise<void> {
   return async () => { clearInterval(timer); await pool.end() }
 }
 
-async function runPhase (phase: string, brokers: Broker[], n: number, databaseUrl: string, redisPid?: number): Promise<PhaseResult> {
-  const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }
-  const api = brokers[0]!.api
+async function runPhase (phase: string, brokers: FleetgateUnderTest[], n: number, databaseUrl: string, redisPid?: number): Promise<PhaseResult> {
+  const { api } = brokers[0]!
   const prefix = `${phase}-${n}`
-  const bulk = await fetch(`${api}/v1/devices/bulk`, { method: 'POST', headers, body: JSON.stringify({ count: n, idPrefix: prefix, labels: { bench: prefix } }) })
-  const devices = (await bulk.text()).trim().split('\n').map((l) => JSON.parse(l) as { id: string, secret: string })
-  if (devices.length !== n) throw new Error(`provisioned ${devices.length} of ${n}`)
+  const devices = await provisionDevices(api, { count: n, idPrefix: prefix, labels: { bench: prefix } })
   const urls = brokers.map((b) => b.mqttUrl)
   const workers = Math.ceil(n / PER_WORKER)
   const reports = new Map<string, number>() // `${id}:${version}` → time
-  const agents: ChildProcess[] = []
   console.error(`${phase}: connecting ${n} devices to ${brokers.length} broker process(es) from ${workers} load processes at ${RATE}/s`)
   const t0 = Date.now()
-  const ready = await Promise.all(Array.from({ length: workers }, (_, w) => new Promise<Extract<AgentMessage, { type: 'ready' }>>((resolve) => {
-    const child = fork(join(here, 'config-agent-worker.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-    agents.push(child)
-    child.on('message', (m: AgentMessage) => {
-      if (m.type === 'ready') resolve(m)
-      if (m.type === 'reported') for (const [id, v, at] of m.reports) reports.set(`${id}:${v}`, at)
-    })
-    // Worker w takes every workers-th device; device i goes to replica i % replicas.
-    const slice = devices.flatMap((d, i) => i % workers === w ? [{ ...d, url: urls[i % urls.length]! }] : [])
-    // One loopback source address per load process: ephemeral ports are per address.
-    child.send({ url: urls[0]!, devices: slice, connectPerSecond: RATE / workers, localAddress: `127.0.0.${10 + w}` } satisfies AgentConfig)
-  })))
-  const connected = ready.reduce((a, r) => a + r.connected, 0)
-  const failed = ready.reduce((a, r) => a + r.failed, 0)
-  const retries = ready.reduce((a, r) => a + r.retries, 0)
-  const reasons: Record<string, number> = {}
-  for (const r of ready) for (const [k, v] of Object.entries(r.reasons)) reasons[k] = (reasons[k] ?? 0) + v
-  const connectSeconds = (Math.max(...ready.map((r) => r.lastMs)) - t0) / 1000
+  const fleets = forkFleets(Array.from({ length: workers }, (_, w) => ({
+    // Process w takes every workers-th device; device i goes to replica i % replicas,
+    // from one loopback source address per process (ephemeral ports are per address).
+    devices: devices.flatMap((d, i) => i % workers === w ? [{ ...d, broker: urls[i % urls.length]!, localAddress: `127.0.0.${10 + w}` }] : []),
+    profile: CONFIG_FOLLOWER,
+    load: { kind: 'idle' },
+    rampPerSecond: RATE / workers,
+    churnPerMinute: 0,
+    seed: w + 1,
+    recordAcks: false
+  })), { configApplied: (id, version, at) => { reports.set(`${id}:${version}`, at) } })
+  const ready = await fleets.settled()
+  const { ready: connected, gaveUp: failed, retries, failureReasons: reasons } = ready
+  const connectSeconds = (ready.lastReadyAt - t0) / 1000
   await sleep(2000) // presence flushes; RSS settles
-  const brokerRssMb = await Promise.all(brokers.map((b) => rssMb(b.proc.pid!)))
+  const brokerRssMb = await Promise.all(brokers.map((b) => rssMb(b.pid)))
   const redisRssMb = redisPid ? await rssMb(redisPid) : undefined
   console.error(`${phase}: ${connected} connected, ${failed} gave up, ${retries} retries ${JSON.stringify(reasons)}, in ${connectSeconds.toFixed(1)} s; broker RSS ${brokerRssMb.map((x) => x.toFixed(0)).join(', ')} MB`)
 
   // One rollout, posted to the first replica.
   const stopWatching = watchSlowStatements(databaseUrl)
   const t1 = Date.now()
-  const ro = await (await fetch(`${api}/v1/rollouts`, { method: 'POST', headers, body: JSON.stringify({ selector: `bench=${prefix}`, config: { interval: 20 } }) })).json() as { id: string }
+  const ro = await api.json<{ id: string }>('POST', '/v1/rollouts', { selector: `bench=${prefix}`, config: { interval: 20 } })
   let inSyncMs = NaN
   while (Date.now() < t1 + 300_000) {
-    const r = await (await fetch(`${api}/v1/rollouts/${ro.id}`, { headers })).json() as { counts: { inSync: number } }
+    const r = await api.json<{ counts: { inSync: number } }>('GET', `/v1/rollouts/${ro.id}`)
     if (r.counts.inSync >= connected) { inSyncMs = Date.now() - t1; break }
     await sleep(100)
   }
-  // The agents report the rollout as version 1 (first config of these devices);
+  // The devices report the rollout as version 1 (their first config);
   // their reports reach us in 50 ms batches.
   const reportedAll = () => devices.every((d) => reports.has(`${d.id}:1`))
   for (const end = Date.now() + 10_000; !reportedAll() && Date.now() < end;) await sleep(50)
@@ -165,8 +128,7 @@ async function runPhase (phase: string, brokers: Broker[], n: number, databaseUr
   await stopWatching()
   const allReportedMs = missing === 0 ? Math.max(...times as number[]) - t1 : NaN
   console.error(`${phase}: rollout to ${n} devices: all reported in ${allReportedMs} ms, all in sync by the API in ${inSyncMs} ms, ${missing} missing`)
-  for (const a of agents) a.send({ type: 'stop' })
-  await Promise.all(agents.map((a) => new Promise((resolve) => a.once('exit', resolve))))
+  await fleets.stop(0)
   return {
     phase,
     replicas: brokers.length,
@@ -186,26 +148,21 @@ async function runPhase (phase: string, brokers: Broker[], n: number, databaseUr
 }
 
 async function main () {
-  const dir = await mkdtemp(join(tmpdir(), 'fleetgate-bench-cluster-'))
-  const db = await startEmbeddedPostgres({ dataDir: dir, log: pino({ level: 'warn' }) })
-  const redisDir = await mkdtemp(join(tmpdir(), 'fleetgate-bench-redis-'))
-  const redis = await startRedisServer({ port: await freePort(), dir: redisDir })
+  const env = await startBenchEnvironment({ name: 'cluster' })
   const results: PhaseResult[] = []
-  const running: Broker[] = []
   try {
     const single = Number(args.single)
     if (single > 0) {
-      const b = await startBroker({ DATABASE_URL: db.url })
-      running.push(b)
-      results.push(await runPhase('single', [b], single, db.url))
-      await stopBroker(b)
+      const b = await startReplica(env)
+      results.push(await runPhase('single', [b], single, env.databaseUrl))
+      await b.stop()
     }
     const n = Number(args.cluster)
     if (n > 0) {
-      const replicas = await Promise.all(Array.from({ length: Number(args.replicas) }, () => startBroker({ DATABASE_URL: db.url, REDIS_URL: redis.url })))
-      running.push(...replicas)
-      results.push(await runPhase('cluster', replicas, n, db.url, redis.pid))
-      await Promise.all(replicas.map(stopBroker))
+      const redis = await env.redis()
+      const replicas = await Promise.all(Array.from({ length: Number(args.replicas) }, () => startReplica(env, { REDIS_URL: redis.url })))
+      results.push(await runPhase('cluster', replicas, n, env.databaseUrl, redis.pid))
+      await Promise.all(replicas.map((r) => r.stop()))
     }
     console.log('\nphase     replicas  devices  connected  connects/s  broker RSS MB (each)   Redis RSS MB  rollout: all reported  in sync (API)')
     for (const r of results) {
@@ -215,11 +172,7 @@ async function main () {
     await mkdir(join(outPath, '..'), { recursive: true })
     await writeFile(outPath, JSON.stringify({ date: new Date().toISOString(), machine: { cpus: cpus().length, node: process.version }, rate: RATE, results }, null, 2))
   } finally {
-    await Promise.all(running.map(stopBroker))
-    await redis.kill()
-    await db.stop()
-    await rm(dir, { recursive: true, force: true })
-    await rm(redisDir, { recursive: true, force: true })
+    await env.close()
   }
 }
 await main()

@@ -6,66 +6,61 @@
 // Reports the time from the start until each device's report was recorded
 // (p50/p99/max) and, for the rollout, until GET /v1/rollouts/{id} counted
 // every device in sync. Writes results/bench-config-push.json.
-import { fork, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises'
-import { tmpdir, cpus } from 'node:os'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { cpus } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { fileURLToPath } from 'node:url'
+import { startBenchEnvironment } from './broker-under-test.js'
+import { CONFIG_FOLLOWER } from './virtual-device.js'
+import { forkFleets } from './fleet-process.js'
+import { latencyHistogram, maxMs, percentileMs, recordMs } from './latency-histogram.js'
+import { provisionDevices } from './provisioning.js'
 
-import { pino } from 'pino'
-import { startEmbeddedPostgres, freePort } from '../broker/embedded-postgres.js'
-import type { AgentConfig, AgentMessage } from './config-agent-worker.js'
-import { waitHttp } from './process-stats.js'
-
-const here = fileURLToPath(new URL('.', import.meta.url))
-const root = join(here, '..', '..')
 const { values: args } = parseArgs({ options: { sizes: { type: 'string', default: '1000,10000' }, bulk: { type: 'string', default: '100000' }, workers: { type: 'string', default: '2' }, out: { type: 'string', default: 'results/bench-config-push.json' } } })
 const SIZES = args.sizes!.split(',').map(Number)
 const WORKERS = Number(args.workers)
-const TOKEN = 'bench-admin-token-' + Math.random().toString(36).slice(2)
 
-const pct = (xs: number[], p: number) => xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil(p / 100 * xs.length) - 1)]!
+/** p50/p99/max of the times (ms) of the devices that reported; NaN when none did. */
+function latencies (times: Array<number | undefined>) {
+  const h = latencyHistogram()
+  for (const t of times) if (t !== undefined) recordMs(h, t)
+  return { p50Ms: percentileMs(h, 50, 0, NaN), p99Ms: percentileMs(h, 99, 0, NaN), maxMs: maxMs(h, NaN), missing: times.filter((t) => t === undefined).length }
+}
 
 async function main () {
-  const dir = await mkdtemp(join(tmpdir(), 'fleetgate-bench-config-'))
-  const db = await startEmbeddedPostgres({ dataDir: dir, log: pino({ level: 'warn' }) })
-  const mqttPort = await freePort(); const httpPort = await freePort()
-  const broker = spawn(process.execPath, [join(root, 'dist', 'broker', 'main.js')], {
-    env: { ...process.env, DATABASE_URL: db.url, MQTT_PORT: String(mqttPort), HTTP_PORT: String(httpPort), MQTT_HOST: '127.0.0.1', HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'warn', ADMIN_TOKEN: TOKEN, API_RATE_LIMIT_PER_MINUTE: '10000000' },
-    stdio: ['ignore', 'inherit', 'inherit']
-  })
-  const api = `http://127.0.0.1:${httpPort}`
-  const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }
-  await waitHttp(`${api}/readyz`)
+  const env = await startBenchEnvironment({ name: 'config' })
   const results: unknown[] = []
   let bulkResult: { devices: number, ms: number } | undefined
   try {
+    const broker = await env.fleetgate()
+    const { api } = broker
     // Provisioning a fleet: POST /v1/devices/bulk, read the whole NDJSON stream.
     const bulkN = Number(args.bulk)
     if (bulkN > 0) {
       const tb = Date.now()
-      const res = await fetch(`${api}/v1/devices/bulk`, { method: 'POST', headers, body: JSON.stringify({ count: bulkN, idPrefix: 'bulk', labels: { bench: 'bulk' } }) })
-      const lines = (await res.text()).trim().split('\n').filter((l) => l.includes('"secret"')).length
-      bulkResult = { devices: lines, ms: Date.now() - tb }
-      console.log(`bulk provisioning: ${lines} devices with credentials in ${bulkResult.ms} ms`)
+      const created = await provisionDevices(api, { count: bulkN, idPrefix: 'bulk', labels: { bench: 'bulk' } })
+      bulkResult = { devices: created.length, ms: Date.now() - tb }
+      console.log(`bulk provisioning: ${created.length} devices with credentials in ${bulkResult.ms} ms`)
     }
     for (const n of SIZES) {
       const prefix = `cfg${n}`
-      const bulk = await fetch(`${api}/v1/devices/bulk`, { method: 'POST', headers, body: JSON.stringify({ count: n, idPrefix: prefix, labels: { bench: prefix } }) })
-      const devices = (await bulk.text()).trim().split('\n').map((l) => JSON.parse(l) as { id: string, secret: string })
-      const agents: ChildProcess[] = []
+      const devices = await provisionDevices(api, { count: n, idPrefix: prefix, labels: { bench: prefix } })
       const reports = new Map<string, number>() // `${id}:${version}` → time
-      await Promise.all(Array.from({ length: WORKERS }, (_, w) => new Promise<void>((resolve, reject) => {
-        const child = fork(join(here, 'config-agent-worker.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-        agents.push(child)
-        child.on('message', (m: AgentMessage) => {
-          if (m.type === 'ready') { if (m.failed > 0) reject(new Error(`${m.failed} devices failed to connect`)); else resolve() }
-          if (m.type === 'reported') for (const [id, v, at] of m.reports) reports.set(`${id}:${v}`, at)
-        })
-        child.send({ url: `mqtt://127.0.0.1:${mqttPort}`, devices: devices.filter((_, i) => i % WORKERS === w), connectPerSecond: 2000 / WORKERS } satisfies AgentConfig)
-      })))
+      const fleets = forkFleets(Array.from({ length: WORKERS }, (_, w) => ({
+        devices: devices.filter((_, i) => i % WORKERS === w).map((d) => ({ ...d, broker: broker.mqttUrl })),
+        profile: CONFIG_FOLLOWER,
+        load: { kind: 'idle' },
+        rampPerSecond: 2000 / WORKERS,
+        churnPerMinute: 0,
+        seed: w + 1,
+        recordAcks: false
+      })), { configApplied: (id, version, at) => { reports.set(`${id}:${version}`, at) } })
+      const ready = await fleets.settled()
+      if (ready.gaveUp > 0) {
+        await fleets.stop(0)
+        throw new Error(`${ready.gaveUp} devices failed to connect: ${JSON.stringify(ready.failureReasons)}`)
+      }
       console.error(`${n} devices connected`)
 
       // 1. parallel PUTs (version 1 for every device)
@@ -74,38 +69,34 @@ async function main () {
       await Promise.all(Array.from({ length: 64 }, async () => {
         while (next < devices.length) {
           const d = devices[next++]!
-          const r = await fetch(`${api}/v1/devices/${d.id}/config`, { method: 'PUT', headers, body: JSON.stringify({ config: { interval: 10 } }) })
-          if (!r.ok) throw new Error(`PUT ${r.status}`)
-          await r.arrayBuffer()
+          await api.json('PUT', `/v1/devices/${d.id}/config`, { config: { interval: 10 } })
         }
       }))
       const putsDone = Date.now() - t0
       const deadline = Date.now() + 120_000
       while (devices.some((d) => !reports.has(`${d.id}:1`)) && Date.now() < deadline) await sleep(20)
-      const putLat = devices.map((d) => (reports.get(`${d.id}:1`) ?? NaN) - t0)
-      const putMissing = putLat.filter((x) => Number.isNaN(x)).length
+      const puts = latencies(devices.map((d) => { const at = reports.get(`${d.id}:1`); return at === undefined ? undefined : at - t0 }))
 
       // 2. one rollout (version 2 for every device)
       const t1 = Date.now()
-      const ro = await (await fetch(`${api}/v1/rollouts`, { method: 'POST', headers, body: JSON.stringify({ selector: `bench=${prefix}`, config: { interval: 20 } }) })).json() as { id: string }
+      const ro = await api.json<{ id: string }>('POST', '/v1/rollouts', { selector: `bench=${prefix}`, config: { interval: 20 } })
       let apiComplete = NaN
       while (Date.now() < t1 + 120_000) {
-        const r = await (await fetch(`${api}/v1/rollouts/${ro.id}`, { headers })).json() as { counts: { inSync: number } }
+        const r = await api.json<{ counts: { inSync: number } }>('GET', `/v1/rollouts/${ro.id}`)
         if (r.counts.inSync === n) { apiComplete = Date.now() - t1; break }
         await sleep(50)
       }
-      const roLat = devices.map((d) => (reports.get(`${d.id}:2`) ?? NaN) - t1)
-      const roMissing = roLat.filter((x) => Number.isNaN(x)).length
-      const good = (xs: number[]) => xs.filter((x) => !Number.isNaN(x))
+      // The devices' reports reach us in 50 ms batches: wait for the stragglers (bounded).
+      for (const end = Date.now() + 10_000; devices.some((d) => !reports.has(`${d.id}:2`)) && Date.now() < end;) await sleep(20)
+      const rollout = latencies(devices.map((d) => { const at = reports.get(`${d.id}:2`); return at === undefined ? undefined : at - t1 }))
       const row = {
         devices: n,
-        parallelPuts: { putsMs: putsDone, p50Ms: pct(good(putLat), 50), p99Ms: pct(good(putLat), 99), maxMs: Math.max(...good(putLat)), missing: putMissing },
-        rollout: { p50Ms: pct(good(roLat), 50), p99Ms: pct(good(roLat), 99), maxMs: Math.max(...good(roLat)), allInSyncByApiMs: apiComplete, missing: roMissing }
+        parallelPuts: { putsMs: putsDone, ...puts },
+        rollout: { p50Ms: rollout.p50Ms, p99Ms: rollout.p99Ms, maxMs: rollout.maxMs, allInSyncByApiMs: apiComplete, missing: rollout.missing }
       }
       results.push(row)
       console.log(JSON.stringify(row))
-      for (const a of agents) a.send({ type: 'stop' })
-      await Promise.all(agents.map((a) => new Promise((resolve) => a.once('exit', resolve))))
+      await fleets.stop(0)
     }
     console.log('\ndevices  method          p50 ms   p99 ms   max ms   all in sync (API)   missing')
     for (const r of results as Array<{ devices: number, parallelPuts: Record<string, number>, rollout: Record<string, number> }>) {
@@ -116,10 +107,7 @@ async function main () {
     await mkdir(join(outPath, '..'), { recursive: true })
     await writeFile(outPath, JSON.stringify({ date: new Date().toISOString(), machine: { cpus: cpus().length, node: process.version }, bulk: bulkResult, results }, null, 2))
   } finally {
-    broker.kill('SIGTERM')
-    await new Promise((resolve) => broker.once('exit', resolve))
-    await db.stop()
-    await rm(dir, { recursive: true, force: true })
+    await env.close()
   }
 }
 await main()

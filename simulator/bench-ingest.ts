@@ -1,9 +1,11 @@
 // `npm run bench:ingest` — the ingest benchmark of issue 2 (not a test).
 //
 // Everything on this machine: a real PostgreSQL (embedded, durable settings),
-// the broker as its own process, and the load from child processes that speak
-// only the public contract (MQTT topics, the device CLI). Scenarios, in one run
-// and with the same load generator:
+// the broker as its own process (broker-under-test.ts), and the load from
+// fleet processes of the simulator's virtual devices (fleet-process.ts) that
+// speak only the public contract (MQTT topics; devices provisioned through
+// POST /v1/devices/bulk). Scenarios, in one run and with the same load
+// generator:
 //   1. baseline  — plain aedes (same version, in memory, stores nothing), with a
 //                  shallow (--window, 4) and a deep (--deep-window, 64) number of
 //                  outstanding QoS 1 messages per device, as fast as PUBACKs allow
@@ -12,23 +14,19 @@
 //   4. overload  — fleetgate with 4× the deep window: it slows publishers down,
 //                  memory stays bounded, nothing crashes
 // Prints a table, writes results/bench-ingest.json.
-import { fork, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises'
-import { tmpdir, cpus } from 'node:os'
+import { mkdir, writeFile } from 'node:fs/promises'
+import { cpus } from 'node:os'
 import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { fileURLToPath } from 'node:url'
 import pg from 'pg'
-import * as hdr from 'hdr-histogram-js'
-import { pino } from 'pino'
-import { startEmbeddedPostgres, freePort } from '../broker/embedded-postgres.js'
-import type { WorkerConfig, WorkerDevice, WorkerMessage } from './load-worker.js'
-import { cpuDelta, cpuSeconds, postgresCpuSeconds, rssMb, waitHttp } from './process-stats.js'
-import { startMosquitto } from './mosquitto.js'
-
-const here = fileURLToPath(new URL('.', import.meta.url))
-const root = join(here, '..', '..')
+import { startBenchEnvironment, type BrokerUnderTest } from './broker-under-test.js'
+import { forkFleets } from './fleet-process.js'
+import type { FleetSpec } from './fleet-runner.js'
+import type { DeviceProfile } from './virtual-device.js'
+import { maxMs, percentileMs } from './latency-histogram.js'
+import { provisionDevices } from './provisioning.js'
+import { cpuDelta, cpuSeconds, postgresCpuSeconds, rssMb } from './process-stats.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -51,7 +49,20 @@ const num = (name: keyof typeof args) => {
 const DEVICES = num('devices'); const WORKERS = num('workers'); const WINDOW = num('window'); const DEEP = num('deep-window')
 const WARMUP_S = num('warmup'); const SECONDS = num('seconds'); const PAYLOAD = num('payload-bytes')
 
-const log = pino({ level: 'warn' })
+// Devices as in the issue: QoS 1 telemetry on clean sessions, nothing subscribed.
+const PROFILE: DeviceProfile = {
+  qos: 1,
+  clean: true,
+  keepaliveSeconds: 60,
+  connectTimeoutMs: 30_000,
+  readings: 1,
+  payloadBytes: PAYLOAD,
+  config: false,
+  commands: false,
+  commandDelayMs: 0,
+  commandFailRatio: 0,
+  reconnect: { baseMs: 500, maxMs: 5000, jitter: 'full', retries: 3 }
+}
 
 interface ScenarioResult {
   name: string
@@ -85,47 +96,40 @@ async function histogramTotals (metricsUrl: string | undefined): Promise<Record<
 
 async function runScenario (opts: {
   name: string,
-  url: string,
-  brokerPid: number,
-  anonymous: boolean,
-  devices: WorkerDevice[],
+  broker: BrokerUnderTest,
+  devices: Array<{ id: string, secret?: string }>,
   window: number,
   ratePerSecond: number,
   seconds: number,
   countRows?: () => Promise<number>,
   metricsUrl?: string
 }): Promise<ScenarioResult> {
-  const workers: ChildProcess[] = []
-  const slices = Array.from({ length: WORKERS }, (_, w) => opts.devices.filter((_, i) => i % WORKERS === w))
-  const connected = await Promise.all(slices.map((devs) => new Promise<Extract<WorkerMessage, { type: 'connected' }>>((resolve, reject) => {
-    const child = fork(join(here, 'load-worker.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-    workers.push(child)
-    child.once('exit', (code) => { if (code) reject(new Error(`load worker exited with ${code}`)) })
-    child.on('message', (m: WorkerMessage) => { if (m.type === 'connected') resolve(m) })
-    const config: WorkerConfig = {
-      url: opts.url,
-      devices: devs,
-      connectPerSecond: 2000 / WORKERS,
-      window: opts.window,
-      ratePerSecond: opts.ratePerSecond / WORKERS,
-      qos: 1,
-      anonymous: opts.anonymous,
-      payloadBytes: PAYLOAD
-    }
-    child.send(config)
-  })))
+  // WORKERS fleet processes, device i in process i % WORKERS.
+  const specs: FleetSpec[] = Array.from({ length: WORKERS }, (_, w) => ({
+    devices: opts.devices.filter((_, i) => i % WORKERS === w).map((d) => ({ ...d, broker: opts.broker.mqttUrl })),
+    profile: PROFILE,
+    load: opts.ratePerSecond > 0 ? { kind: 'rate', perSecond: opts.ratePerSecond / WORKERS, window: opts.window } : { kind: 'window', window: opts.window },
+    rampPerSecond: 2000 / WORKERS,
+    churnPerMinute: 0,
+    seed: w + 1,
+    recordAcks: false
+  }))
+  const started = Date.now()
+  const fleets = forkFleets(specs)
+  const ready = await fleets.settled()
   await sleep(WARMUP_S * 1000)
-  for (const w of workers) w.send({ type: 'measure' })
   const rows0 = opts.countRows ? await opts.countRows() : 0
-  const cpu0 = await cpuSeconds(opts.brokerPid)
-  const loadCpu0 = (await Promise.all(workers.map((w) => cpuSeconds(w.pid!)))).reduce((a, b) => a + b, 0)
+  const cpu0 = await cpuSeconds(opts.broker.pid)
+  const loadCpu0 = (await Promise.all(fleets.pids.map(cpuSeconds))).reduce((a, b) => a + b, 0)
   const db0 = await postgresCpuSeconds()
   const h0 = await histogramTotals(opts.metricsUrl)
+  // The window starts here, after the readings above (scanning /proc takes a while on a busy machine).
+  fleets.measure()
   const t0 = Date.now()
   let rssMax = 0
   let queueMax = 0
   const sampler = setInterval(() => {
-    void rssMb(opts.brokerPid).then((r) => { rssMax = Math.max(rssMax, r) })
+    void rssMb(opts.broker.pid).then((r) => { rssMax = Math.max(rssMax, r) })
     if (opts.metricsUrl) {
       void fetch(opts.metricsUrl).then((r) => r.text()).then((t) => {
         const m = /^fleetgate_ingest_queue_rows (\d+)/m.exec(t)
@@ -134,42 +138,35 @@ async function runScenario (opts: {
     }
   }, 250)
   await sleep(opts.seconds * 1000)
-  const reports = await Promise.all(workers.map((w) => new Promise<Extract<WorkerMessage, { type: 'report' }>>((resolve) => {
-    w.on('message', (m: WorkerMessage) => { if (m.type === 'report') resolve(m) })
-    w.send({ type: 'report' })
-  })))
+  const report = await fleets.report()
   const elapsed = (Date.now() - t0) / 1000
   const rows1 = opts.countRows ? await opts.countRows() : 0
-  const cpu1 = await cpuSeconds(opts.brokerPid)
-  const loadCpu1 = (await Promise.all(workers.map((w) => cpuSeconds(w.pid!)))).reduce((a, b) => a + b, 0)
+  const cpu1 = await cpuSeconds(opts.broker.pid)
+  const loadCpu1 = (await Promise.all(fleets.pids.map(cpuSeconds))).reduce((a, b) => a + b, 0)
   const db1 = await postgresCpuSeconds()
   const h1 = await histogramTotals(opts.metricsUrl)
   const delta = (k: string) => (h1[k] ?? 0) - (h0[k] ?? 0)
   const batches = delta('fleetgate_ingest_batch_rows_count')
   clearInterval(sampler)
-  for (const w of workers) w.send({ type: 'stop' })
-  await Promise.all(workers.map((w) => new Promise((resolve) => w.once('exit', resolve))))
+  await fleets.stop(0)
 
-  const merged = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 })
-  for (const r of reports) merged.add(hdr.decodeFromCompressedBase64(r.histogram))
-  const acked = reports.reduce((a, r) => a + r.acked, 0)
-  const ms = (p: number) => Math.round(merged.getValueAtPercentile(p) / 10) / 100
+  const latency = report.puback
   return {
     name: opts.name,
     devices: opts.devices.length,
-    connected: connected.reduce((a, c) => a + c.connected, 0),
-    connectSeconds: Math.max(...connected.map((c) => c.ms)) / 1000,
-    ackedPerSecond: Math.round(acked / elapsed),
+    connected: ready.ready,
+    connectSeconds: (ready.lastReadyAt - started) / 1000,
+    ackedPerSecond: Math.round(report.acked / elapsed),
     storedPerSecond: opts.countRows ? Math.round((rows1 - rows0) / elapsed) : undefined,
-    p50Ms: ms(50),
-    p90Ms: ms(90),
-    p99Ms: ms(99),
-    maxMs: Math.round(merged.maxValue / 1000),
+    p50Ms: percentileMs(latency, 50),
+    p90Ms: percentileMs(latency, 90),
+    p99Ms: percentileMs(latency, 99),
+    maxMs: maxMs(latency),
     brokerRssMaxMb: Math.round(rssMax),
     brokerCpuPercent: Math.round((cpu1 - cpu0) / elapsed * 100),
     loadCpuPercent: Math.round((loadCpu1 - loadCpu0) / elapsed * 100),
     dbCpuPercent: Math.round(cpuDelta(db0, db1) / elapsed * 100),
-    errors: reports.reduce((a, r) => a + r.errors, 0),
+    errors: Object.values(report.errors).reduce((a, b) => a + b, 0),
     queueRowsMax: opts.metricsUrl ? queueMax : undefined,
     meanBatchRows: batches > 0 ? Math.round(delta('fleetgate_ingest_batch_rows_sum') / batches) : undefined,
     meanFlushMs: batches > 0 ? Math.round(delta('fleetgate_ingest_flush_seconds_sum') / batches * 1000 * 10) / 10 : undefined
@@ -177,78 +174,38 @@ async function runScenario (opts: {
 }
 
 async function main () {
-  const dir = await mkdtemp(join(tmpdir(), 'fleetgate-bench-'))
-  const embedded = args['database-url'] ? undefined : await startEmbeddedPostgres({ dataDir: dir, log })
-  const adminUrl = args['database-url'] ?? embedded!.url
-  const admin = new pg.Client({ connectionString: adminUrl })
-  await admin.connect()
-  await admin.query('DROP DATABASE IF EXISTS fleetgate_bench')
-  await admin.query('CREATE DATABASE fleetgate_bench')
-  await admin.end()
-  const u = new URL(adminUrl); u.pathname = '/fleetgate_bench'
-  const dbUrl = u.toString()
-  const children: ChildProcess[] = []
-  const cleanup = async () => {
-    await Promise.all(children.filter((c) => c.exitCode === null && c.signalCode === null).map((c) => {
-      c.kill('SIGTERM')
-      return new Promise((resolve) => c.once('exit', resolve))
-    }))
-    await embedded?.stop()
-    await rm(dir, { recursive: true, force: true })
-  }
-  process.on('SIGINT', () => { void cleanup().then(() => process.exit(130)) })
-
+  const env = await startBenchEnvironment({ name: 'ingest', databaseUrl: args['database-url'] })
   try {
     const results: ScenarioResult[] = []
 
     // 1. Baselines: plain aedes, at a shallow and a deep per-device window.
-    const aedesPort = await freePort()
-    const plain = fork(join(here, 'plain-aedes-broker.js'), [String(aedesPort)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-    children.push(plain)
-    await new Promise((resolve) => plain.on('message', resolve))
+    const plain = await env.plainAedes()
     const anonDevices = Array.from({ length: DEVICES }, (_, i) => ({ id: `bench-${i + 1}` }))
-    const plainCommon = { url: `mqtt://127.0.0.1:${aedesPort}`, brokerPid: plain.pid!, anonymous: true, devices: anonDevices, ratePerSecond: 0, seconds: SECONDS }
+    const plainCommon = { broker: plain, devices: anonDevices, ratePerSecond: 0, seconds: SECONDS }
     console.error('baseline: plain aedes …')
     results.push(await runScenario({ ...plainCommon, name: `plain aedes, window ${WINDOW}`, window: WINDOW }))
     results.push(await runScenario({ ...plainCommon, name: `plain aedes, window ${DEEP}`, window: DEEP }))
-    plain.kill('SIGTERM')
+    await plain.stop()
 
     // Eclipse Mosquitto, if installed (Debian package `mosquitto`): the same load in plain-MQTT mode.
-    const mqPort = await freePort()
-    const mosquitto = await startMosquitto(mqPort)
+    const mosquitto = await env.mosquitto()
     if (mosquitto) {
-      children.push(mosquitto)
       console.error('baseline: mosquitto …')
-      const mqCommon = { ...plainCommon, url: `mqtt://127.0.0.1:${mqPort}`, brokerPid: mosquitto.pid! }
+      const mqCommon = { ...plainCommon, broker: mosquitto }
       results.push(await runScenario({ ...mqCommon, name: `mosquitto, window ${WINDOW}`, window: WINDOW }))
       results.push(await runScenario({ ...mqCommon, name: `mosquitto, window ${DEEP}`, window: DEEP }))
-      mosquitto.kill('SIGTERM')
+      await mosquitto.stop()
     } else console.error('mosquitto not installed (apt-get install mosquitto): baseline skipped')
 
     // 2. fleetgate.
-    const mqttPort = await freePort(); const httpPort = await freePort()
-    // BENCH_BROKER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the broker alone.
-    const nodeArgs = (process.env.BENCH_BROKER_NODE_ARGS ?? '').split(' ').filter(Boolean)
-    const broker = spawn(process.execPath, [...nodeArgs, join(root, 'dist', 'broker', 'main.js')], {
-      env: { ...process.env, DATABASE_URL: dbUrl, MQTT_PORT: String(mqttPort), HTTP_PORT: String(httpPort), MQTT_HOST: '127.0.0.1', HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'warn' },
-      stdio: ['ignore', 'inherit', 'inherit']
-    })
-    children.push(broker)
-    await waitHttp(`http://127.0.0.1:${httpPort}/readyz`)
-    console.error(`provisioning ${DEVICES} devices through the device CLI …`)
-    const cli = spawn(process.execPath, [join(root, 'dist', 'broker', 'cli', 'create-device-cli.js'), '--count', String(DEVICES), '--prefix', 'bench'], {
-      env: { ...process.env, DATABASE_URL: dbUrl, LOG_LEVEL: 'warn' }, stdio: ['ignore', 'pipe', 'inherit']
-    })
-    let out = ''
-    cli.stdout!.on('data', (d) => { out += d })
-    await new Promise((resolve) => cli.on('exit', resolve))
-    const devices = out.trim().split('\n').map((l) => JSON.parse(l) as WorkerDevice)
-    if (devices.length !== DEVICES) throw new Error(`provisioned ${devices.length} of ${DEVICES}`)
+    const broker = await env.fleetgate()
+    console.error(`provisioning ${DEVICES} devices through POST /v1/devices/bulk …`)
+    const devices = await provisionDevices(broker.api, { count: DEVICES, idPrefix: 'bench' })
 
-    const counter = new pg.Client({ connectionString: dbUrl })
+    const counter = new pg.Client({ connectionString: env.databaseUrl })
     await counter.connect()
     const countRows = async () => Number((await counter.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n)
-    const common = { url: `mqtt://127.0.0.1:${mqttPort}`, brokerPid: broker.pid!, anonymous: false, devices, countRows, metricsUrl: `http://127.0.0.1:${httpPort}/metrics`, seconds: SECONDS }
+    const common = { broker, devices, countRows, metricsUrl: broker.metricsUrl, seconds: SECONDS }
 
     console.error('fleetgate: saturate …')
     results.push(await runScenario({ ...common, name: `fleetgate, window ${WINDOW}`, window: WINDOW, ratePerSecond: 0 }))
@@ -263,7 +220,7 @@ async function main () {
     console.error('fleetgate: overload …')
     const over = await runScenario({ ...common, name: `fleetgate overload, window ${DEEP * 4}`, window: DEEP * 4, ratePerSecond: 0 })
     results.push(over)
-    const alive = broker.exitCode === null
+    const alive = broker.alive()
     await counter.end()
 
     const bestPlain = Math.max(...results.filter((r) => r.name.startsWith('plain aedes')).map((r) => r.ackedPerSecond))
@@ -284,13 +241,12 @@ async function main () {
     }
     console.log('\ngoal                                                   value   met')
     for (const c of checks) console.log(`${c.goal.padEnd(52)} ${String(c.value).padStart(8)}   ${c.ok ? 'yes' : 'NO'}`)
-    await mkdir(join(root, 'results'), { recursive: true }).catch(() => {})
     const outPath = resolve(args.out!)
     await mkdir(join(outPath, '..'), { recursive: true })
     await writeFile(outPath, JSON.stringify({ date: new Date().toISOString(), machine, params: { DEVICES, WORKERS, WINDOW, DEEP, WARMUP_S, SECONDS, PAYLOAD }, results, checks }, null, 2))
     console.log(`\nwritten ${args.out}`)
   } finally {
-    await cleanup()
+    await env.close()
   }
 }
 

@@ -4,7 +4,8 @@
 // counters, one histogram observation, the presence map touch is not a
 // metric) against the same loop without them, then relates the difference
 // to the broker's CPU per message measured by `npm run bench:ingest`
-// (results/bench-ingest.json, same machine).
+// (results/bench-ingest.json, same machine). A benchmark of an internal
+// path: the one kind of simulator/ script that may import broker/.
 import { readFile } from 'node:fs/promises'
 import { createMetrics } from '../broker/metrics.js'
 

@@ -7,32 +7,35 @@
 //   3. fan-out      bench-config-push: one config to 10,000 connected devices
 //   4. commands     command round trip p50/p99 under telemetry load vs idle
 // Writes results/*.json, results/ingest.svg and BENCHMARKS.md.
-import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process'
-import { mkdtemp, mkdir, readFile, rm, writeFile } from 'node:fs/promises'
-import { cpus, tmpdir, totalmem } from 'node:os'
+// --quick: every scenario at a tiny size, written under results/quick/ (a
+// smoke run of the whole suite, not figures; the published ones are untouched).
+import { execFileSync, spawn } from 'node:child_process'
+import { mkdir, readFile, writeFile } from 'node:fs/promises'
+import { cpus, totalmem } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { pino } from 'pino'
-import { startEmbeddedPostgres, freePort } from '../broker/embedded-postgres.js'
-import { startMosquitto } from './mosquitto.js'
-import { rssMb, waitHttp } from './process-stats.js'
+import { repoRoot, startBenchEnvironment } from './broker-under-test.js'
+import { rssMb } from './process-stats.js'
 import type { SimSummary } from './simulate.js'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
-const root = join(here, '..', '..')
-const results = join(root, 'results')
-const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 19_000)
-const TOKEN = 'bench-suite-token-' + Math.random().toString(36).slice(2)
+// The scripts next to this one, compiled (.js) or under tsx (.ts) like it.
+const script = (name: string) => join(here, name + (import.meta.url.endsWith('.ts') ? '.ts' : '.js'))
+const root = repoRoot
+const QUICK = process.argv.includes('--quick')
+const results = join(root, 'results', ...(QUICK ? ['quick'] : []))
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? (QUICK ? 200 : 19_000))
+const COMMAND_DEVICES = QUICK ? '100' : '1000'
+const COMMAND_SECONDS = QUICK ? '3' : '15'
 
-function run (script: string, args: string[] = []) {
-  console.error(`\n== ${script} ${args.join(' ')}`)
-  execFileSync(process.execPath, [join(here, script), ...args], { stdio: 'inherit', cwd: root })
+function run (name: string, args: string[] = []) {
+  console.error(`\n== ${name} ${args.join(' ')}`)
+  execFileSync(process.execPath, [...process.execArgv, script(name), ...args], { stdio: 'inherit', cwd: root })
 }
 
 async function simulate (args: string[], report: string): Promise<SimSummary> {
   await new Promise<void>((resolve, reject) => {
-    const child = spawn(process.execPath, [join(here, 'simulate.js'), ...args, '--quiet', '--report', report], { stdio: ['ignore', 'ignore', 'inherit'] })
+    const child = spawn(process.execPath, [...process.execArgv, script('simulate'), ...args, '--quiet', '--report', report], { stdio: ['ignore', 'ignore', 'inherit'] })
     child.on('exit', (code) => code === 0 ? resolve() : reject(new Error(`simulate exited with ${code}`)))
   })
   return (JSON.parse(await readFile(report, 'utf8')) as { summary: SimSummary }).summary
@@ -75,48 +78,33 @@ function svgBars (title: string, bars: Array<{ label: string, value: number }>, 
 async function main () {
   await mkdir(results, { recursive: true })
   // 1. ingest (+ Mosquitto), raw insert rates; 3. fan-out
-  run('bench-insert-paths.js')
-  run('bench-ingest.js', ['--out', 'results/bench-ingest.json'])
-  run('bench-config-push.js', ['--sizes', '10000', '--bulk', '0', '--out', 'results/bench-config-push.json'])
+  run('bench-insert-paths', [QUICK ? '200' : '1000', QUICK ? '5' : '40', join(results, 'bench-insert.json')])
+  run('bench-ingest', [...(QUICK ? ['--devices', '100', '--warmup', '1', '--seconds', '2'] : []), '--out', join(results, 'bench-ingest.json')])
+  run('bench-config-push', ['--sizes', QUICK ? '200' : '10000', '--bulk', '0', '--out', join(results, 'bench-config-push.json')])
 
   // 2. connections and 4. commands, on brokers started here
-  const dir = await mkdtemp(join(tmpdir(), 'fleetgate-suite-'))
-  const db = await startEmbeddedPostgres({ dataDir: dir, log: pino({ level: 'warn' }) })
-  const children: ChildProcess[] = []
+  const env = await startBenchEnvironment({ name: 'suite' })
   try {
     const conn: ConnRow[] = []
-    const mqttPort = await freePort(); const httpPort = await freePort()
-    const broker = spawn(process.execPath, [join(root, 'dist', 'broker', 'main.js')], {
-      env: { ...process.env, DATABASE_URL: db.url, MQTT_PORT: String(mqttPort), HTTP_PORT: String(httpPort), MQTT_HOST: '127.0.0.1', HTTP_HOST: '127.0.0.1', LOG_LEVEL: 'warn', ADMIN_TOKEN: TOKEN, API_RATE_LIMIT_PER_MINUTE: '10000000' },
-      stdio: ['ignore', 'inherit', 'inherit']
-    })
-    children.push(broker)
-    const api = `http://127.0.0.1:${httpPort}`
-    await waitHttp(`${api}/readyz`)
-    const fg = ['--api', api, '--token', TOKEN]
+    const broker = await env.fleetgate()
+    const fg = ['--api', broker.api.base, '--token', broker.token]
     console.error('\n== connections: fleetgate')
-    conn.push(await connectionsScenario('fleetgate (authenticated)', broker.pid!, `mqtt://127.0.0.1:${mqttPort}`, [...fg, '--id-prefix', 'conn', '--credentials', join(dir, 'conn.ndjson')]))
+    conn.push(await connectionsScenario('fleetgate (authenticated)', broker.pid, broker.mqttUrl, [...fg, '--id-prefix', 'conn', '--credentials', join(await env.tempDir('credentials'), 'conn.ndjson')]))
 
     console.error('== commands under load')
-    const idleCmd = await simulate(['--broker', `mqtt://127.0.0.1:${mqttPort}`, ...fg, '--devices', '1000', '--interval', '60000', '--duration', '15', '--probe-every', '0.5', '--id-prefix', 'cmdidle'], join(results, 'commands-idle.json'))
-    const loadCmd = await simulate(['--broker', `mqtt://127.0.0.1:${mqttPort}`, ...fg, '--devices', '1000', '--interval', '200', '--duration', '15', '--probe-every', '0.5', '--id-prefix', 'cmdload'], join(results, 'commands-load.json'))
-    broker.kill('SIGTERM')
-    await new Promise((resolve) => broker.once('exit', resolve))
+    const idleCmd = await simulate(['--broker', broker.mqttUrl, ...fg, '--devices', COMMAND_DEVICES, '--interval', '60000', '--duration', COMMAND_SECONDS, '--probe-every', '0.5', '--id-prefix', 'cmdidle'], join(results, 'commands-idle.json'))
+    const loadCmd = await simulate(['--broker', broker.mqttUrl, ...fg, '--devices', COMMAND_DEVICES, '--interval', '200', '--duration', COMMAND_SECONDS, '--probe-every', '0.5', '--id-prefix', 'cmdload'], join(results, 'commands-load.json'))
+    await broker.stop()
 
-    const aedesPort = await freePort()
-    const plain = fork(join(here, 'plain-aedes-broker.js'), [String(aedesPort)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-    children.push(plain)
-    await new Promise((resolve) => plain.on('message', resolve))
+    const plain = await env.plainAedes()
     console.error('== connections: plain aedes')
-    conn.push(await connectionsScenario('plain aedes (anonymous)', plain.pid!, `mqtt://127.0.0.1:${aedesPort}`, ['--no-provision', '--id-prefix', 'pa']))
-    plain.kill('SIGTERM')
-    const mqPort = await freePort()
-    const mosquitto = await startMosquitto(mqPort)
+    conn.push(await connectionsScenario('plain aedes (anonymous)', plain.pid, plain.mqttUrl, ['--no-provision', '--id-prefix', 'pa']))
+    await plain.stop()
+    const mosquitto = await env.mosquitto()
     if (mosquitto) {
-      children.push(mosquitto)
       console.error('== connections: mosquitto')
-      conn.push(await connectionsScenario('mosquitto (anonymous)', mosquitto.pid!, `mqtt://127.0.0.1:${mqPort}`, ['--no-provision', '--id-prefix', 'mq']))
-      mosquitto.kill('SIGTERM')
+      conn.push(await connectionsScenario('mosquitto (anonymous)', mosquitto.pid, mosquitto.mqttUrl, ['--no-provision', '--id-prefix', 'mq']))
+      await mosquitto.stop()
     }
 
     // ---- report ----
@@ -176,13 +164,11 @@ async function main () {
       `under load / idle p99: ${(loadCmd.commandRoundTrip.p99Ms / Math.max(1, idleCmd.commandRoundTrip.p99Ms)).toFixed(2)}`,
       ''
     ]
-    await writeFile(join(root, 'BENCHMARKS.md'), lines.join('\n'))
+    if (QUICK) lines.splice(1, 0, '', '**Quick smoke run (`npm run bench -- --quick`): tiny sizes, not figures.**')
+    await writeFile(QUICK ? join(results, 'BENCHMARKS.md') : join(root, 'BENCHMARKS.md'), lines.join('\n'))
     console.log(lines.join('\n'))
   } finally {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM')
-    await sleep(1000)
-    await db.stop()
-    await rm(dir, { recursive: true, force: true })
+    await env.close()
   }
 }
 

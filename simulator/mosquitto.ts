@@ -1,8 +1,7 @@
 // Starts Eclipse Mosquitto (Debian package `mosquitto`) on a free loopback
 // port for the baselines of the benchmark suite; undefined when it is not installed.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { connect } from 'node:net'
@@ -15,10 +14,10 @@ export function mosquittoPath (): string | undefined {
   return undefined
 }
 
-export async function startMosquitto (port: number): Promise<ChildProcess | undefined> {
+/** Its configuration file goes to `dir`. */
+export async function startMosquitto (port: number, dir: string): Promise<ChildProcess | undefined> {
   const bin = mosquittoPath()
   if (!bin) return undefined
-  const dir = mkdtempSync(join(tmpdir(), 'fleetgate-mosquitto-'))
   const conf = join(dir, 'mosquitto.conf')
   // Same shape as the other brokers: loopback, anonymous, no persistence.
   writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 0\nmax_queued_messages 100000\nlog_type error\n`)

@@ -1,7 +1,6 @@
-// Readings of processes on this machine (Linux /proc) and small waits, shared
-// by the benchmark scripts.
+// Readings of processes on this machine (Linux /proc), shared by the
+// benchmark scripts.
 import { readdir, readFile } from 'node:fs/promises'
-import { setTimeout as sleep } from 'node:timers/promises'
 
 export function rssMb (pid: number): Promise<number> {
   return readFile(`/proc/${pid}/status`, 'utf8').then((s) => Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024, () => 0)
@@ -32,13 +31,4 @@ export function cpuDelta (a: Map<string, number>, b: Map<string, number>): numbe
   let total = 0
   for (const [pid, t] of b) total += t - (a.get(pid) ?? 0)
   return total
-}
-
-export async function waitHttp (url: string, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    try { if ((await fetch(url)).ok) return } catch {}
-    if (Date.now() > deadline) throw new Error(`${url} not ready`)
-    await sleep(200)
-  }
 }

@@ -1,9 +1,11 @@
 // Devices publishing QoS 1 telemetry as fast as a window of unacknowledged
-// messages allows, over persistent sessions with automatic reconnects (so
-// what is not acknowledged is retransmitted). Records every acknowledged
-// reading as `${deviceId}:${n}`, for the fault tests' "stored exactly once".
-import mqtt, { type MqttClient } from 'mqtt'
+// messages allows, over persistent sessions, reconnecting with backoff (so
+// what is not acknowledged is retransmitted): a fleet of the simulator's
+// virtual devices (simulator/fleet-runner.ts) in the test's process. Records
+// every acknowledged reading as `${deviceId}:${n}`, for the fault tests'
+// "stored exactly once".
 import pg from 'pg'
+import { startFleet } from '../../simulator/fleet-runner.js'
 import { T0 } from './time.js'
 
 export interface Qos1Load {
@@ -15,40 +17,47 @@ export interface Qos1Load {
   stop (): Promise<void>
 }
 
+/**
+ * Resolves once every device is connected. `reconnectPeriod`: the first
+ * reconnect delay (backoff with full jitter, growing to 4× that);
+ * `payload(n)`: reading n (from 1), by default `{ ts: T0 - n, n }`.
+ */
 export async function startQos1Load (url: string, devices: Array<{ id: string, secret: string }>, opts: { window: number, reconnectPeriod?: number, payload?: (n: number) => object }): Promise<Qos1Load> {
   const acked = new Set<string>()
   const ackTimes: number[] = []
-  const clients: MqttClient[] = []
-  const loops: Array<Promise<void>> = []
-  let stopping = false
-  for (const d of devices) {
-    const client = mqtt.connect(url, { clientId: d.id, username: d.id, password: d.secret, clean: false, reconnectPeriod: opts.reconnectPeriod ?? 200, connectTimeout: 5000, keepalive: 60 })
-    client.on('error', () => {})
-    clients.push(client)
-    await new Promise<void>((resolve) => client.once('connect', () => resolve()))
-    loops.push((async () => {
-      const inflight = new Set<Promise<void>>()
-      for (let n = 0; !stopping; n++) {
-        const p = new Promise<void>((resolve) => {
-          client.publish(`devices/${d.id}/telemetry`, JSON.stringify(opts.payload?.(n) ?? { ts: T0 - n, n }), { qos: 1 }, (err) => {
-            if (!err) { acked.add(`${d.id}:${n}`); ackTimes.push(Date.now()) }
-            resolve()
-          })
-        }).finally(() => inflight.delete(p))
-        inflight.add(p)
-        if (inflight.size >= opts.window) await Promise.race(inflight)
-      }
-      await Promise.race([Promise.all(inflight), new Promise((resolve) => setTimeout(resolve, 20_000))])
-    })())
-  }
+  const reconnectMs = opts.reconnectPeriod ?? 200
+  const fleet = startFleet({
+    devices: devices.map((d) => ({ id: d.id, secret: d.secret, broker: url })),
+    profile: {
+      qos: 1,
+      clean: false,
+      keepaliveSeconds: 60,
+      connectTimeoutMs: 5000,
+      readings: 1,
+      payloadBytes: 0,
+      config: false,
+      commands: false,
+      commandDelayMs: 0,
+      commandFailRatio: 0,
+      reconnect: { baseMs: reconnectMs, maxMs: 4 * reconnectMs, jitter: 'full' }
+    },
+    load: { kind: 'window', window: opts.window },
+    rampPerSecond: Infinity,
+    churnPerMinute: 0,
+    seed: 1,
+    recordAcks: false
+  }, {
+    reading: (n) => JSON.stringify(opts.payload?.(n) ?? { ts: T0 - n, n }),
+    acked (id, seqs, at) {
+      for (const n of seqs) acked.add(`${id}:${n}`)
+      ackTimes.push(at)
+    }
+  })
+  await fleet.settled()
   return {
     acked,
     ackTimes,
-    async stop () {
-      stopping = true
-      await Promise.all(loops)
-      for (const c of clients) c.end(true)
-    }
+    async stop () { await fleet.stop({ drainMs: 20_000 }) }
   }
 }
 

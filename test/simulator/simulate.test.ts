@@ -26,7 +26,9 @@ test('flag errors name the flag', (t) => {
 
 test('a small fleet connects, its telemetry lands, config and commands round-trip, and --verify finds nothing lost or duplicated', async (t) => {
   const broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 1_000_000 })
+  t.teardown(async () => { await broker.close(); await broker.db.drop() })
   const summary = await simulate(base(broker, ['--devices', '50', '--ramp', '200', '--interval', '200', '--duration', '4', '--probe-every', '1', '--verify', '--id-prefix', 'small', '--readings', '2']))
+  t.log(JSON.stringify(summary))
   t.is(summary.connect.connected, 50)
   t.true(summary.messages.acked > 200, `acked ${summary.messages.acked}`)
   t.true(summary.configRoundTrip.count >= 2, 'config round trips measured')
@@ -38,13 +40,12 @@ test('a small fleet connects, its telemetry lands, config and commands round-tri
   t.is(summary.verify!.duplicated, 0)
   const dev = await api(broker.app, 'GET', '/v1/devices/small-1/telemetry?limit=1')
   t.is(dev.body.items.length, 1)
-  await broker.close()
-  await broker.db.drop()
 })
 
 test('a broker restart mid-run is survived: devices reconnect and every acknowledged reading is stored once', async (t) => {
   const db = await createTestDatabase()
   let broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 1_000_000 }, db)
+  t.teardown(async () => { await broker.close(); await db.drop() })
   const { mqttPort, httpPort } = broker.app
   const run = simulate(base(broker, ['--devices', '20', '--interval', '100', '--duration', '7', '--probe-every', '0', '--verify', '--id-prefix', 'restart']))
   await new Promise((resolve) => setTimeout(resolve, 2500))
@@ -56,6 +57,4 @@ test('a broker restart mid-run is survived: devices reconnect and every acknowle
   t.true(summary.messages.acked > 300)
   t.is(summary.verify!.lost, 0)
   t.is(summary.verify!.duplicated, 0)
-  await broker.close()
-  await db.drop()
 })

@@ -1,0 +1,216 @@
+// The brokers a benchmark measures, and what they need, started one way for
+// every bench-*.ts: a PostgreSQL of the benchmark's own (embedded, durable
+// settings: fsync and synchronous commit on; or a fresh database on the
+// server of --database-url), fleetgate as its own process (compiled from
+// dist/, or under tsx when the benchmark itself runs from source), the
+// baselines (plain aedes, Eclipse Mosquitto if installed) and redis-server
+// for cluster mode. Everything started is stopped by close(), in reverse
+// order, also on Ctrl-C.
+//
+// fleetgate is driven only from outside: environment variables, MQTT, REST
+// with an operator token, /readyz and /metrics. The embedded PostgreSQL
+// comes from broker/embedded-postgres.ts, the shared test infrastructure
+// (test/run-tests.ts starts the tests' server with it); this file is the one
+// place in simulator/ that imports it.
+import { fork, spawn, type ChildProcess } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import pg from 'pg'
+import { pino } from 'pino'
+import { startEmbeddedPostgres, freePort, type EmbeddedPostgres } from '../broker/embedded-postgres.js'
+import { createApiClient, type ApiClient } from './api-client.js'
+import { startMosquitto } from './mosquitto.js'
+import { startRedisServer, type RedisServer } from './redis-server.js'
+
+const here = fileURLToPath(new URL('.', import.meta.url))
+const fromSource = import.meta.url.endsWith('.ts')
+/** The repository: one level up from simulator/, two from dist/simulator/. */
+export const repoRoot = existsSync(join(here, '..', 'package.json')) ? join(here, '..') : join(here, '..', '..')
+
+export interface BrokerUnderTest {
+  readonly name: string
+  readonly pid: number
+  readonly mqttUrl: string
+  alive (): boolean
+  stop (): Promise<void>
+}
+
+export interface FleetgateUnderTest extends BrokerUnderTest {
+  /** The REST API with the operator token. */
+  readonly api: ApiClient
+  readonly token: string
+  readonly metricsUrl: string
+}
+
+export interface BenchEnvironment {
+  /** The benchmark's own database (fleetgate_bench). */
+  readonly databaseUrl: string
+  /**
+   * A fleetgate process on free loopback ports against the benchmark's
+   * database, ready (/readyz) when this resolves. `env` adds to or overrides
+   * the defaults (LOG_LEVEL warn, an operator token, no REST rate limit).
+   * BENCH_BROKER_NODE_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", is
+   * passed to node: profiles the broker alone.
+   */
+  fleetgate (env?: Record<string, string>): Promise<FleetgateUnderTest>
+  /** aedes with its defaults, in memory, storing nothing: the same aedes version fleetgate uses. */
+  plainAedes (): Promise<BrokerUnderTest>
+  /** Eclipse Mosquitto, anonymous, no persistence; undefined when not installed (apt-get install mosquitto). */
+  mosquitto (): Promise<BrokerUnderTest | undefined>
+  redis (): Promise<RedisServer>
+  /** A temporary directory, removed by close(). */
+  tempDir (what: string): Promise<string>
+  close (): Promise<void>
+}
+
+const TOKEN = 'bench-admin-token-' + Math.random().toString(36).slice(2)
+
+async function stopProcess (proc: ChildProcess, graceMs = 15_000): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return
+  const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()))
+  proc.kill('SIGTERM')
+  const late = setTimeout(() => proc.kill('SIGKILL'), graceMs)
+  await exited
+  clearTimeout(late)
+}
+
+async function waitReady (url: string, proc: ChildProcess, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`broker exited (${proc.signalCode ?? proc.exitCode}) before ${url} answered`)
+    try { if ((await fetch(url)).ok) return } catch {}
+    if (Date.now() > deadline) throw new Error(`${url} not ready after ${timeoutMs} ms`)
+    await sleep(100)
+  }
+}
+
+export async function startBenchEnvironment (opts: { name: string, databaseUrl?: string }): Promise<BenchEnvironment> {
+  const cleanups: Array<() => Promise<void>> = []
+  const tempDir = async (what: string) => {
+    const dir = await mkdtemp(join(tmpdir(), `fleetgate-${opts.name}-${what}-`))
+    cleanups.push(() => rm(dir, { recursive: true, force: true }))
+    return dir
+  }
+  let closing: Promise<void> | undefined
+  const close = () => {
+    closing ??= (async () => {
+      process.off('SIGINT', onSigint)
+      for (const c of cleanups.reverse()) await c().catch((err: Error) => console.error(`cleanup: ${err.message}`))
+    })()
+    return closing
+  }
+  const onSigint = () => { void close().then(() => process.exit(130)) }
+  process.once('SIGINT', onSigint)
+
+  try {
+    let serverUrl = opts.databaseUrl
+    if (!serverUrl) {
+      const dataDir = await tempDir('pg')
+      const db: EmbeddedPostgres = await startEmbeddedPostgres({ dataDir, log: pino({ level: 'warn' }) })
+      cleanups.push(() => db.stop())
+      serverUrl = db.url
+    }
+    const admin = new pg.Client({ connectionString: serverUrl })
+    await admin.connect()
+    try {
+      await admin.query('DROP DATABASE IF EXISTS fleetgate_bench WITH (FORCE)')
+      await admin.query('CREATE DATABASE fleetgate_bench')
+    } finally { await admin.end() }
+    const u = new URL(serverUrl); u.pathname = '/fleetgate_bench'
+    const databaseUrl = u.toString()
+
+    const track = (name: string, proc: ChildProcess, mqttUrl: string): BrokerUnderTest => {
+      const stop = () => stopProcess(proc)
+      cleanups.push(stop)
+      return { name, pid: proc.pid!, mqttUrl, alive: () => proc.exitCode === null && proc.signalCode === null, stop }
+    }
+
+    return {
+      databaseUrl,
+      close,
+      tempDir,
+
+      async fleetgate (env = {}) {
+        const mqttPort = await freePort(); const httpPort = await freePort()
+        const nodeArgs = (process.env.BENCH_BROKER_NODE_ARGS ?? '').split(' ').filter(Boolean)
+        const main = fromSource ? ['--import', 'tsx', join(repoRoot, 'broker', 'main.ts')] : [join(repoRoot, 'dist', 'broker', 'main.js')]
+        const proc = spawn(process.execPath, [...nodeArgs, ...main], {
+          cwd: repoRoot,
+          env: {
+            ...process.env,
+            DATABASE_URL: databaseUrl,
+            MQTT_HOST: '127.0.0.1',
+            HTTP_HOST: '127.0.0.1',
+            MQTT_PORT: String(mqttPort),
+            HTTP_PORT: String(httpPort),
+            LOG_LEVEL: 'warn',
+            ADMIN_TOKEN: TOKEN,
+            API_RATE_LIMIT_PER_MINUTE: '10000000',
+            ...env
+          },
+          stdio: ['ignore', 'inherit', 'inherit']
+        })
+        const broker = track('fleetgate', proc, `mqtt://127.0.0.1:${mqttPort}`)
+        const http = `http://127.0.0.1:${httpPort}`
+        await waitReady(`${http}/readyz`, proc)
+        return { ...broker, api: createApiClient(http, TOKEN), token: TOKEN, metricsUrl: `${http}/metrics` }
+      },
+
+      async plainAedes () {
+        const port = await freePort()
+        const proc = fork(join(here, `plain-aedes-broker${fromSource ? '.ts' : '.js'}`), [String(port)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+        const broker = track('plain aedes', proc, `mqtt://127.0.0.1:${port}`)
+        await new Promise<void>((resolve, reject) => {
+          proc.once('message', () => resolve())
+          proc.once('exit', (code) => reject(new Error(`plain aedes exited with ${code}`)))
+        })
+        return broker
+      },
+
+      async mosquitto () {
+        const port = await freePort()
+        const proc = await startMosquitto(port, await tempDir('mosquitto'))
+        return proc ? track('mosquitto', proc, `mqtt://127.0.0.1:${port}`) : undefined
+      },
+
+      async redis () {
+        const dir = await tempDir('redis')
+        const server = await startRedisServer({ port: await freePort(), dir })
+        cleanups.push(() => server.kill())
+        return server
+      }
+    }
+  } catch (err) {
+    await close()
+    throw err
+  }
+}
+
+/**
+ * Applies the numbered SQL files of migrations/, in order, to a database:
+ * the real schema, read from the files themselves (the simulator does not
+ * import broker/migrator.ts). Returns the files applied.
+ */
+export async function applyMigrationFiles (databaseUrl: string): Promise<string[]> {
+  const dir = join(repoRoot, 'migrations')
+  const files = (await readdir(dir)).filter((f) => /^\d+[-_].+\.sql$/.test(f)).sort()
+  const client = new pg.Client({ connectionString: databaseUrl })
+  await client.connect()
+  try {
+    for (const f of files) {
+      await client.query('BEGIN')
+      try {
+        await client.query(await readFile(join(dir, f), 'utf8'))
+        await client.query('COMMIT')
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {})
+        throw new Error(`migration ${f}: ${(err as Error).message}`)
+      }
+    }
+  } finally { await client.end() }
+  return files
+}
