@@ -244,6 +244,25 @@ export function disconnectWith (client: Client, reasonCode: number, reasonString
 }
 
 /**
+ * For a connection aedes is about to destroy in the same tick (its error
+ * path: keepalive timeout, a packet refused at the parser): a v5 client whose
+ * CONNACK is on the wire is written the DISCONNECT at once, as one buffer
+ * straight to the socket. disconnectWith() would be lost there: aedes writes
+ * through mqtt-packet's writeToStream, which corks the socket until the next
+ * tick, and the destroy discards what is still corked.
+ */
+export function disconnectBeforeDestroy (client: Client, reasonCode: number, reasonString?: string): void {
+  const c = internalsOf(client)
+  if (c.version !== 5 || !c.connackSent || c.closed || c.errored || client.conn.destroyed) return
+  if (c.disconnectReasonCode !== null && c.disconnectReasonCode !== undefined) return // one DISCONNECT only [MQTT-3.14.4-1]
+  c.disconnectReasonCode = reasonCode
+  const packet = { cmd: 'disconnect', reasonCode, ...(reasonString ? { properties: { reasonString } } : {}) } as Packet
+  let bytes: Buffer | undefined
+  try { bytes = mqttPacket.generate(packet, { protocolVersion: 5 }) } catch {}
+  if (bytes) client.conn.write(bytes)
+}
+
+/**
  * aedes' client.disconnect() writes the DISCONNECT only once the connection
  * is `connected`, which it becomes after the stored queue is replayed, so a
  * v5 client refused between its CONNACK and then (a bad topic alias, a packet

@@ -93,6 +93,10 @@ export function createAuthorizePublish (deps: AuthorizePublishDeps) {
         // Persistently over: it has been over budget, or is that far ahead of
         // it (a burst parsed at once), for longer than the threshold.
         if (lim.throttleDisconnectMs > 0 && now - budget.overSince + wait > lim.throttleDisconnectMs) {
+          // A v5 client already being disconnected (its DISCONNECT is
+          // written, the close follows once it is flushed): the rest of its
+          // batch is dropped, so it gets one DISCONNECT only [MQTT-3.14.4-1].
+          if (client.fgProtocol === 5 && client.fgReason === 'rate_limited') return
           metrics.aclRefusals.inc({ action: 'rate_limited' })
           log.info({ deviceId, overMs: now - budget.overSince }, 'device over its publish budget for too long; disconnecting')
           client.fgReason = 'rate_limited'

@@ -19,7 +19,7 @@ import type { HookGuard, HookName } from './hook-guard.js'
 import type { ExactlyOnce } from './qos2-exactly-once.js'
 import type { SessionDelivery } from './session-delivery.js'
 import { releaseHeld } from './connack-first.js'
-import { sentDisconnect, disconnectWith, protocolVersionOf } from './aedes-internals.js'
+import { sentDisconnect, disconnectBeforeDestroy } from './aedes-internals.js'
 import { PacketTooLargeError } from './packet-size-limit.js'
 import { ProtocolViolationError } from './protocol-rules.js'
 import { REASON } from './reason-codes.js'
@@ -76,8 +76,9 @@ export function watchClientEvents (deps: ClientEventDeps): void {
   on('clientReady', 'clientReady', (client) => deps.delivery.redeliver(client))
   on('keepaliveTimeout', 'keepaliveTimeout', (client) => {
     client.fgReason = 'keepalive_timeout'
-    // aedes closes the connection right after this event; a v5 client is told why first.
-    if (protocolVersionOf(client) === 5) disconnectWith(client, REASON.KEEP_ALIVE_TIMEOUT)
+    // aedes destroys the connection right after this event, in the same
+    // tick; a v5 client is told why first (written at once, not corked).
+    disconnectBeforeDestroy(client, REASON.KEEP_ALIVE_TIMEOUT)
   })
   on('clientError', 'clientError', (client, err: Error) => {
     if (deps.isAnswered(err)) return

@@ -13,7 +13,7 @@ import type { HookGuard } from './hook-guard.js'
 import { holdUntilReady, releaseHeld } from './connack-first.js'
 import { enforceProtocolRules, limitPacketSize } from './packet-size-limit.js'
 import type { ProtocolViolationError } from './protocol-rules.js'
-import { hardenClient, sendDisconnectOnceConnackWritten, protocolVersionOf, disconnectWith } from './aedes-internals.js'
+import { hardenClient, sendDisconnectOnceConnackWritten, disconnectBeforeDestroy } from './aedes-internals.js'
 import { REASON } from './reason-codes.js'
 import type { Metrics } from '../metrics.js'
 import type { Logger } from '../logger.js'
@@ -55,8 +55,9 @@ export function createConnectionHandler (deps: ConnectionDeps): (conn: Duplex, r
       client.fgReason = 'packet_too_large'
       metrics.oversizedPackets.inc()
       sampled('packet_too_large', { clientId: client.id, remote: client.fgRemote ?? (conn as Socket).remoteAddress, cmd, bytes, max: maxPacketBytes }, 'packet too large; connection closed')
-      // A v5 client whose CONNACK is out is told why [MQTT-3.2.2-15] before the close.
-      if (protocolVersionOf(client) === 5) disconnectWith(client, REASON.PACKET_TOO_LARGE)
+      // A v5 client whose CONNACK is out is told why [MQTT-3.2.2-15] before
+      // the close (the parser's error destroys the connection in this tick).
+      disconnectBeforeDestroy(client, REASON.PACKET_TOO_LARGE)
     }
   }
 }
