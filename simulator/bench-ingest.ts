@@ -13,6 +13,11 @@
 //   3. half      — fleetgate at half its best stored rate: PUBACK latency
 //   4. overload  — fleetgate with 4× the deep window: it slows publishers down,
 //                  memory stays bounded, nothing crashes
+//   5. protocols — fleetgate saturated (--window) by MQTT 3.1.1 devices and by
+//                  MQTT 5 devices (topic-aliased telemetry), in ABBA order
+//                  (3.1.1, 5, 5, 3.1.1) so drift during the run cancels out:
+//                  stored/s and PUBACK p50/p99 of each, and the ratio v5/3.1.1
+//                  (goal ≥ 0.95). --protocols-only runs this one alone.
 // Prints a table, writes results/bench-ingest.json.
 import { mkdir, writeFile } from 'node:fs/promises'
 import { cpus } from 'node:os'
@@ -38,7 +43,8 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '10' },
     'payload-bytes': { type: 'string', default: '160' },
     out: { type: 'string', default: 'results/bench-ingest.json' },
-    'database-url': { type: 'string' }
+    'database-url': { type: 'string' },
+    'protocols-only': { type: 'boolean', default: false }
   }
 })
 const num = (name: keyof typeof args) => {
@@ -102,12 +108,13 @@ async function runScenario (opts: {
   ratePerSecond: number,
   seconds: number,
   countRows?: () => Promise<number>,
-  metricsUrl?: string
+  metricsUrl?: string,
+  protocolVersion?: 4 | 5
 }): Promise<ScenarioResult> {
   // WORKERS fleet processes, device i in process i % WORKERS.
   const specs: FleetSpec[] = Array.from({ length: WORKERS }, (_, w) => ({
     devices: opts.devices.filter((_, i) => i % WORKERS === w).map((d) => ({ ...d, broker: opts.broker.mqttUrl })),
-    profile: PROFILE,
+    profile: { ...PROFILE, protocolVersion: opts.protocolVersion ?? 4 },
     load: opts.ratePerSecond > 0 ? { kind: 'rate', perSecond: opts.ratePerSecond / WORKERS, window: opts.window } : { kind: 'window', window: opts.window },
     rampPerSecond: 2000 / WORKERS,
     churnPerMinute: 0,
@@ -177,25 +184,29 @@ async function main () {
   const env = await startBenchEnvironment({ name: 'ingest', databaseUrl: args['database-url'] })
   try {
     const results: ScenarioResult[] = []
+    const PROTOCOLS_ONLY = args['protocols-only'] === true
 
     // 1. Baselines: plain aedes, at a shallow and a deep per-device window.
-    const plain = await env.plainAedes()
+    const plain = PROTOCOLS_ONLY ? undefined : await env.plainAedes()
     const anonDevices = Array.from({ length: DEVICES }, (_, i) => ({ id: `bench-${i + 1}` }))
-    const plainCommon = { broker: plain, devices: anonDevices, ratePerSecond: 0, seconds: SECONDS }
-    console.error('baseline: plain aedes …')
-    results.push(await runScenario({ ...plainCommon, name: `plain aedes, window ${WINDOW}`, window: WINDOW }))
-    results.push(await runScenario({ ...plainCommon, name: `plain aedes, window ${DEEP}`, window: DEEP }))
-    await plain.stop()
+    if (plain) {
+      const plainCommon = { broker: plain, devices: anonDevices, ratePerSecond: 0, seconds: SECONDS }
+      console.error('baseline: plain aedes …')
+      results.push(await runScenario({ ...plainCommon, name: `plain aedes, window ${WINDOW}`, window: WINDOW }))
+      results.push(await runScenario({ ...plainCommon, name: `plain aedes, window ${DEEP}`, window: DEEP }))
+      await plain.stop()
+    }
 
     // Eclipse Mosquitto, if installed (Debian package `mosquitto`): the same load in plain-MQTT mode.
-    const mosquitto = await env.mosquitto()
+    const mosquitto = PROTOCOLS_ONLY ? undefined : await env.mosquitto()
     if (mosquitto) {
+      const plainCommon = { broker: mosquitto, devices: anonDevices, ratePerSecond: 0, seconds: SECONDS }
       console.error('baseline: mosquitto …')
-      const mqCommon = { ...plainCommon, broker: mosquitto }
+      const mqCommon = plainCommon
       results.push(await runScenario({ ...mqCommon, name: `mosquitto, window ${WINDOW}`, window: WINDOW }))
       results.push(await runScenario({ ...mqCommon, name: `mosquitto, window ${DEEP}`, window: DEEP }))
       await mosquitto.stop()
-    } else console.error('mosquitto not installed (apt-get install mosquitto): baseline skipped')
+    } else if (!PROTOCOLS_ONLY) console.error('mosquitto not installed (apt-get install mosquitto): baseline skipped')
 
     // 2. fleetgate.
     const broker = await env.fleetgate()
@@ -207,33 +218,63 @@ async function main () {
     const countRows = async () => Number((await counter.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n)
     const common = { broker, devices, countRows, metricsUrl: broker.metricsUrl, seconds: SECONDS }
 
-    console.error('fleetgate: saturate …')
-    results.push(await runScenario({ ...common, name: `fleetgate, window ${WINDOW}`, window: WINDOW, ratePerSecond: 0 }))
-    results.push(await runScenario({ ...common, name: `fleetgate, window ${DEEP}`, window: DEEP, ratePerSecond: 0 }))
-    const bestStored = Math.max(...results.map((r) => r.storedPerSecond ?? 0))
-    console.error('fleetgate: half load …')
-    const half = await runScenario({ ...common, name: `fleetgate at half load (${Math.round(bestStored / 2)}/s)`, window: DEEP, ratePerSecond: Math.round(bestStored / 2) })
-    results.push(half)
-    // Half of the 15,000/s target, for the latency goal read that way.
-    const halfTarget = await runScenario({ ...common, name: 'fleetgate at 7500/s', window: DEEP, ratePerSecond: 7500 })
-    results.push(halfTarget)
-    console.error('fleetgate: overload …')
-    const over = await runScenario({ ...common, name: `fleetgate overload, window ${DEEP * 4}`, window: DEEP * 4, ratePerSecond: 0 })
-    results.push(over)
-    const alive = broker.alive()
+    // 5. MQTT 3.1.1 against MQTT 5 devices, ABBA.
+    const protocols = async () => {
+      console.error('fleetgate: MQTT 3.1.1 vs MQTT 5 …')
+      const runs: ScenarioResult[] = []
+      for (const [i, v] of ([4, 5, 5, 4] as const).entries()) {
+        runs.push(await runScenario({ ...common, name: `fleetgate ${v === 5 ? 'MQTT 5' : 'MQTT 3.1.1'}, window ${WINDOW} (${i + 1}/4)`, window: WINDOW, ratePerSecond: 0, protocolVersion: v }))
+      }
+      results.push(...runs)
+      const mean = (v: string, f: (r: ScenarioResult) => number) => {
+        const mine = runs.filter((r) => r.name.startsWith(`fleetgate ${v},`))
+        return Math.round(mine.reduce((a, r) => a + f(r), 0) / mine.length * 10) / 10
+      }
+      const of = (v: string) => ({ stored: mean(v, (r) => r.storedPerSecond ?? 0), p50: mean(v, (r) => r.p50Ms), p99: mean(v, (r) => r.p99Ms) })
+      const v4 = of('MQTT 3.1.1'); const v5 = of('MQTT 5')
+      const ratio = v4.stored > 0 ? Math.round(v5.stored / v4.stored * 100) / 100 : 0
+      console.error(`MQTT 3.1.1: stored ${v4.stored}/s, PUBACK p50 ${v4.p50} ms p99 ${v4.p99} ms; MQTT 5: stored ${v5.stored}/s, PUBACK p50 ${v5.p50} ms p99 ${v5.p99} ms; v5/3.1.1 ${ratio}`)
+      return { v4, v5, ratio }
+    }
+
+    const checks: Array<{ goal: string, value: unknown, ok: boolean }> = []
+    let alive = true
+    if (!PROTOCOLS_ONLY) {
+      console.error('fleetgate: saturate …')
+      results.push(await runScenario({ ...common, name: `fleetgate, window ${WINDOW}`, window: WINDOW, ratePerSecond: 0 }))
+      results.push(await runScenario({ ...common, name: `fleetgate, window ${DEEP}`, window: DEEP, ratePerSecond: 0 }))
+      const bestStored = Math.max(...results.map((r) => r.storedPerSecond ?? 0))
+      console.error('fleetgate: half load …')
+      const half = await runScenario({ ...common, name: `fleetgate at half load (${Math.round(bestStored / 2)}/s)`, window: DEEP, ratePerSecond: Math.round(bestStored / 2) })
+      results.push(half)
+      // Half of the 15,000/s target, for the latency goal read that way.
+      const halfTarget = await runScenario({ ...common, name: 'fleetgate at 7500/s', window: DEEP, ratePerSecond: 7500 })
+      results.push(halfTarget)
+      console.error('fleetgate: overload …')
+      const over = await runScenario({ ...common, name: `fleetgate overload, window ${DEEP * 4}`, window: DEEP * 4, ratePerSecond: 0 })
+      results.push(over)
+      alive = broker.alive()
+
+      const bestPlain = Math.max(...results.filter((r) => r.name.startsWith('plain aedes')).map((r) => r.ackedPerSecond))
+      const bestMosquitto = Math.max(0, ...results.filter((r) => r.name.startsWith('mosquitto')).map((r) => r.ackedPerSecond))
+      const ratio = Math.round(bestStored / bestPlain * 100) / 100
+      checks.push(
+        { goal: 'stored readings/s ≥ 15,000 (1,000 devices, QoS 1)', value: bestStored, ok: bestStored >= 15_000 },
+        { goal: 'best stored / best plain aedes ≥ 0.75', value: ratio, ok: ratio >= 0.75 },
+        ...(bestMosquitto > 0 ? [{ goal: 'best stored / best mosquitto (information)', value: Math.round(bestStored / bestMosquitto * 100) / 100, ok: true }] : []),
+        { goal: 'PUBACK p99 < 100 ms at half the best stored rate', value: half.p99Ms, ok: half.p99Ms < 100 },
+        { goal: 'PUBACK p99 < 100 ms at 7,500/s (half of 15,000)', value: halfTarget.p99Ms, ok: halfTarget.p99Ms < 100 },
+        { goal: 'overload: broker alive, queue within capacity', value: `alive=${alive}, queue max ${over.queueRowsMax}, RSS max ${over.brokerRssMaxMb} MB`, ok: alive }
+      )
+    }
+    const p = await protocols()
+    checks.push(
+      { goal: 'stored/s MQTT 5 / MQTT 3.1.1 ≥ 0.95 (same window)', value: p.ratio, ok: p.ratio >= 0.95 },
+      { goal: 'PUBACK p50 / p99 ms, MQTT 3.1.1 (information)', value: `${p.v4.p50} / ${p.v4.p99}`, ok: true },
+      { goal: 'PUBACK p50 / p99 ms, MQTT 5 (information)', value: `${p.v5.p50} / ${p.v5.p99}`, ok: true }
+    )
     await counter.end()
 
-    const bestPlain = Math.max(...results.filter((r) => r.name.startsWith('plain aedes')).map((r) => r.ackedPerSecond))
-    const bestMosquitto = Math.max(0, ...results.filter((r) => r.name.startsWith('mosquitto')).map((r) => r.ackedPerSecond))
-    const ratio = Math.round(bestStored / bestPlain * 100) / 100
-    const checks = [
-      { goal: 'stored readings/s ≥ 15,000 (1,000 devices, QoS 1)', value: bestStored, ok: bestStored >= 15_000 },
-      { goal: 'best stored / best plain aedes ≥ 0.75', value: ratio, ok: ratio >= 0.75 },
-      ...(bestMosquitto > 0 ? [{ goal: 'best stored / best mosquitto (information)', value: Math.round(bestStored / bestMosquitto * 100) / 100, ok: true }] : []),
-      { goal: 'PUBACK p99 < 100 ms at half the best stored rate', value: half.p99Ms, ok: half.p99Ms < 100 },
-      { goal: 'PUBACK p99 < 100 ms at 7,500/s (half of 15,000)', value: halfTarget.p99Ms, ok: halfTarget.p99Ms < 100 },
-      { goal: 'overload: broker alive, queue within capacity', value: `alive=${alive}, queue max ${over.queueRowsMax}, RSS max ${over.brokerRssMaxMb} MB`, ok: alive }
-    ]
     const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version }
     console.log('\nscenario                                   devices  acked/s  stored/s  p50 ms  p90 ms  p99 ms  max ms  RSS MB  broker CPU  load CPU  db CPU  errors  batch rows  flush ms')
     for (const r of results) {
@@ -243,7 +284,7 @@ async function main () {
     for (const c of checks) console.log(`${c.goal.padEnd(52)} ${String(c.value).padStart(8)}   ${c.ok ? 'yes' : 'NO'}`)
     const outPath = resolve(args.out!)
     await mkdir(join(outPath, '..'), { recursive: true })
-    await writeFile(outPath, JSON.stringify({ date: new Date().toISOString(), machine, params: { DEVICES, WORKERS, WINDOW, DEEP, WARMUP_S, SECONDS, PAYLOAD }, results, checks }, null, 2))
+    await writeFile(outPath, JSON.stringify({ date: new Date().toISOString(), machine, params: { DEVICES, WORKERS, WINDOW, DEEP, WARMUP_S, SECONDS, PAYLOAD, protocolsOnly: PROTOCOLS_ONLY }, results, checks, protocols: p }, null, 2))
     console.log(`\nwritten ${args.out}`)
   } finally {
     await env.close()

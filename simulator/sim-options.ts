@@ -14,6 +14,8 @@ export interface SimOptions {
   readings: number
   payloadBytes: number
   qos: 0 | 1
+  /** MQTT protocol level: 4 (3.1.1) or 5. */
+  protocolVersion: 4 | 5
   clean: boolean
   durationSeconds: number
   seed: number
@@ -44,6 +46,8 @@ export const USAGE = `usage: npm run simulate -- [flags]
   --readings N            readings per message  [1]
   --payload-bytes N       approximate size of one reading  [100]
   --qos 0|1               telemetry QoS  [1]
+  --protocol 4|5          MQTT 3.1.1 (4) or MQTT 5: commands answered through the Response Topic with the
+                          Correlation Data, telemetry through a topic alias  [4]
   --persistent            persistent sessions (CleanSession=0); default clean
   --duration S            seconds to run after the ramp  [30]
   --seed N                seed for reproducible runs  [1]
@@ -91,6 +95,7 @@ export function parseSimOptions (argv: string[]): SimOptions {
         readings: { type: 'string' },
         'payload-bytes': { type: 'string' },
         qos: { type: 'string' },
+        protocol: { type: 'string' },
         persistent: { type: 'boolean' },
         duration: { type: 'string' },
         seed: { type: 'string' },
@@ -140,6 +145,8 @@ export function parseSimOptions (argv: string[]): SimOptions {
   const idPrefix = values['id-prefix'] ?? 'sim'
   if (!/^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,100}$/.test(idPrefix)) throw new OptionError(`--id-prefix must be letters, digits, _ . : @ - (start with a letter or digit), got ${JSON.stringify(idPrefix)}`)
   const qos = num('qos', values.qos, 1, 0, 1)
+  const protocol = values.protocol ?? '4'
+  if (protocol !== '4' && protocol !== '5') throw new OptionError(`--protocol must be 4 (MQTT 3.1.1) or 5 (MQTT 5), got ${JSON.stringify(protocol)}`)
   return {
     brokers,
     api: values.api?.replace(/\/$/, ''),
@@ -151,6 +158,7 @@ export function parseSimOptions (argv: string[]): SimOptions {
     readings: num('readings', values.readings, 1, 1, 1000),
     payloadBytes: num('payload-bytes', values['payload-bytes'], 100, 20, 1_000_000),
     qos: qos as 0 | 1,
+    protocolVersion: protocol === '5' ? 5 : 4,
     clean: !values.persistent,
     durationSeconds: num('duration', values.duration, 30, 1, 30 * 86_400, false),
     seed: num('seed', values.seed, 1, 0, 2 ** 31 - 1),

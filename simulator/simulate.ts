@@ -17,6 +17,8 @@ interface Creds { id: string, secret?: string }
 
 export interface SimSummary {
   devices: number
+  /** MQTT protocol level of the fleet: 4 (3.1.1) or 5. */
+  protocolVersion: 4 | 5
   processes: number
   durationSeconds: number
   connect: { connected: number, ratePerSecond: number, p50Ms: number, p99Ms: number, maxMs: number }
@@ -70,6 +72,7 @@ export async function simulate (o: SimOptions, onStatus: (line: string) => void 
   const specs: FleetSpec[] = slices.map((devices, p) => ({
     devices,
     profile: {
+      protocolVersion: o.protocolVersion,
       qos: o.qos,
       clean: o.clean,
       keepaliveSeconds: o.keepaliveSeconds,
@@ -152,6 +155,7 @@ export async function simulate (o: SimOptions, onStatus: (line: string) => void 
   const connected = final.connects
   const summary: SimSummary = {
     devices: creds.length,
+    protocolVersion: o.protocolVersion,
     processes,
     durationSeconds: Math.round(elapsed * 10) / 10,
     connect: { connected, ratePerSecond: last > first ? Math.round(connected / ((last - first) / 1000)) : connected, p50Ms: percentileMs(con, 50), p99Ms: percentileMs(con, 99), maxMs: maxMs(con) },
@@ -198,7 +202,7 @@ async function verify (api: ApiClient, acks: Record<string, number[]>, started: 
 
 function printSummary (s: SimSummary) {
   const out = process.stdout
-  out.write(`\nfleetgate simulator — ${s.devices} devices in ${s.processes} process(es), ${s.durationSeconds} s\n`)
+  out.write(`\nfleetgate simulator — ${s.devices} MQTT ${s.protocolVersion === 5 ? '5' : '3.1.1'} devices in ${s.processes} process(es), ${s.durationSeconds} s\n`)
   out.write(`  connect       ${s.connect.connected} connects, ${s.connect.ratePerSecond}/s, latency p50 ${s.connect.p50Ms} ms p99 ${s.connect.p99Ms} ms max ${s.connect.maxMs} ms\n`)
   out.write(`  messages      sent ${s.messages.sent}, acknowledged ${s.messages.acked} (${s.messages.ackedPerSecond}/s, ${s.messages.readingsPerMessage} reading(s) each)\n`)
   out.write(`  PUBACK        p50 ${s.puback.p50Ms} ms  p90 ${s.puback.p90Ms} ms  p99 ${s.puback.p99Ms} ms  max ${s.puback.maxMs} ms\n`)

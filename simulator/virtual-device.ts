@@ -15,6 +15,11 @@
 //     race the delivery on subscribe) and reports them on …/config/reported;
 //   - answers commands from devices/{id}/commands/{commandId} on …/result after
 //     `commandDelayMs`, 'failed' at `commandFailRatio`;
+//   - with MQTT 5 (profile.protocolVersion 5): answers a command through the
+//     Response Topic the broker gave, echoing its Correlation Data, and sends
+//     telemetry through a topic alias (the first PUBLISH of each connection
+//     sets alias 1 with the full topic, later ones carry an empty topic), when
+//     the CONNACK allows aliases (Topic Alias Maximum ≥ 1);
 //   - reconnects after a drop or a refused attempt through the backoff
 //     (backoff.ts), and gives up after `reconnect.retries` consecutive failures.
 //
@@ -42,6 +47,8 @@ export interface DeviceIdentity {
 
 /** How every device of a fleet behaves. Plain data: it crosses to a fleet process. */
 export interface DeviceProfile {
+  /** MQTT protocol level: 4 (3.1.1, the default) or 5. */
+  protocolVersion?: 4 | 5
   qos: 0 | 1
   clean: boolean
   keepaliveSeconds: number
@@ -71,7 +78,7 @@ export interface DeviceObserver {
   disconnected (d: VirtualDevice): void
   /** The retries are spent; the device stays down. */
   gaveUp (d: VirtualDevice): void
-  /** Something went wrong, by kind: connection, connack_N, publish, subscribe, config_report, command_result, bad_message. */
+  /** Something went wrong, by kind: connection, connack_N, publish, subscribe, config_report, command_result, bad_message, no_response_topic (v5). */
   error (kind: string): void
   sent (d: VirtualDevice): void
   /** A telemetry message was acknowledged (QoS 1: PUBACK; QoS 0: written); its readings' sequence numbers. */
@@ -116,6 +123,9 @@ interface InFlight { seqs: number[], started: bigint, settled: boolean }
 // session, its unacknowledged messages) went away: a loss, not an error.
 const CONNECTION_LOSS = new Set(['Connection closed', 'client disconnecting'])
 
+/** The one topic alias a v5 device uses: its telemetry topic. */
+const TELEMETRY_ALIAS = 1
+
 export function createVirtualDevice (identity: DeviceIdentity, profile: DeviceProfile, host: DeviceHost): VirtualDevice {
   const { id, secret } = identity
   const telemetryTopic = topics.telemetry(id)
@@ -133,12 +143,17 @@ export function createVirtualDevice (identity: DeviceIdentity, profile: DevicePr
   let attemptError: string | undefined
   let seq = 0
   let applied = 0
+  const v5 = profile.protocolVersion === 5
+  // Per connection: whether the CONNACK allows an alias, and whether this connection has set it.
+  let aliasAllowed = false
+  let aliasSet = false
 
   const reading = host.reading ?? ((n: number, ts: number) =>
     `{"ts":${ts},"seq":${n},"temp":${(15 + host.random() * 15).toFixed(2)},"hum":${(30 + host.random() * 40).toFixed(1)},"pad":"${filler}"}`)
 
   const options: IClientOptions = {
     clientId: id,
+    protocolVersion: v5 ? 5 : 4,
     ...(secret !== undefined ? { username: id, password: secret } : {}),
     clean: profile.clean,
     keepalive: profile.keepaliveSeconds,
@@ -157,7 +172,9 @@ export function createVirtualDevice (identity: DeviceIdentity, profile: DevicePr
   }
 
   function wire (c: MqttClient) {
-    c.on('connect', () => {
+    c.on('connect', (connack) => {
+      aliasAllowed = v5 && (connack.properties?.topicAliasMaximum ?? 0) >= TELEMETRY_ALIAS
+      aliasSet = false
       connected = true
       connecting = false
       backoff.reset()
@@ -169,7 +186,7 @@ export function createVirtualDevice (identity: DeviceIdentity, profile: DevicePr
         if (connected) goOnline()
       })
     })
-    c.on('message', (topic, payload) => onMessage(topic, payload))
+    c.on('message', (topic, payload, packet) => onMessage(topic, payload, packet.properties))
     c.on('error', (err: Error & { code?: unknown }) => {
       attemptError ??= err.message
       observer.error(typeof err.code === 'number' ? `connack_${err.code}` : 'connection')
@@ -225,7 +242,7 @@ export function createVirtualDevice (identity: DeviceIdentity, profile: DevicePr
     for (const m of [...inflight]) if (settle(m)) observer.dropped(self)
   }
 
-  function onMessage (topic: string, payload: Buffer) {
+  function onMessage (topic: string, payload: Buffer, properties?: { responseTopic?: string, correlationData?: Buffer }) {
     const c = client!
     try {
       const delivery = parseDeviceDelivery(id, topic)
@@ -240,10 +257,19 @@ export function createVirtualDevice (identity: DeviceIdentity, profile: DevicePr
         })
       } else if (delivery?.kind === 'command') {
         const { commandId } = delivery
+        // MQTT 5: answer where the broker asked, with its Correlation Data (request / response, 4.10).
+        let resultTopic = topics.commandResult(id, commandId)
+        let correlationData: Buffer | undefined
+        if (v5) {
+          if (properties?.responseTopic) resultTopic = properties.responseTopic
+          else observer.error('no_response_topic')
+          correlationData = properties?.correlationData
+        }
         host.schedule(Date.now() + profile.commandDelayMs, () => {
           if (closed) return
           const status = host.random() < profile.commandFailRatio ? 'failed' : 'succeeded'
-          c.publish(topics.commandResult(id, commandId), JSON.stringify({ status, result: { by: 'fleetgate-simulator' } }), { qos: 1 }, (err) => {
+          const opts = { qos: 1 as const, ...(correlationData ? { properties: { correlationData } } : {}) }
+          c.publish(resultTopic, JSON.stringify({ status, result: { by: 'fleetgate-simulator' } }), opts, (err) => {
             if (err) observer.error('command_result')
           })
         })
@@ -277,7 +303,15 @@ export function createVirtualDevice (identity: DeviceIdentity, profile: DevicePr
       const m: InFlight = { seqs, started: process.hrtime.bigint(), settled: false }
       inflight.add(m)
       observer.sent(self)
-      c.publish(telemetryTopic, body, { qos: profile.qos }, (err) => {
+      // MQTT 5: the first PUBLISH of a connection sets the alias, later ones use it alone.
+      let topic = telemetryTopic
+      let properties: { topicAlias: number } | undefined
+      if (aliasAllowed) {
+        properties = { topicAlias: TELEMETRY_ALIAS }
+        if (aliasSet) topic = ''
+        aliasSet = true
+      }
+      c.publish(topic, body, { qos: profile.qos, ...(properties ? { properties } : {}) }, (err) => {
         if (!settle(m)) return
         if (!err) {
           observer.acked(self, m.seqs, Number(process.hrtime.bigint() - m.started) / 1000)

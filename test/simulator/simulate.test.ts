@@ -18,10 +18,14 @@ test('flag errors name the flag', (t) => {
     [['--verify', '--no-provision'], /--verify reads telemetry back through the API/],
     [['--interval', '10', '--rate', '5', '--no-provision'], /--interval or --rate, not both/],
     [['--jitter', '2', '--no-provision'], /--jitter must be a number from 0 to 1/],
+    [['--protocol', '3', '--no-provision'], /--protocol must be 4 \(MQTT 3\.1\.1\) or 5/],
+    [['--protocol', 'v5', '--no-provision'], /--protocol must be 4/],
     [['--bogus'], /Unknown option '--bogus'/]
   ]
   for (const [argv, re] of bad) t.throws(() => parseSimOptions(argv), { message: re }, argv.join(' '))
   t.is(parseSimOptions(['--no-provision', '--rate', '4']).intervalMs, 250)
+  t.is(parseSimOptions(['--no-provision']).protocolVersion, 4)
+  t.is(parseSimOptions(['--no-provision', '--protocol', '5']).protocolVersion, 5)
 })
 
 test('a small fleet connects, its telemetry lands, config and commands round-trip, and --verify finds nothing lost or duplicated', async (t) => {
@@ -42,12 +46,33 @@ test('a small fleet connects, its telemetry lands, config and commands round-tri
   t.is(dev.body.items.length, 1)
 })
 
+test('an MQTT 5 fleet: telemetry through a topic alias, commands answered through the Response Topic, nothing lost or duplicated', async (t) => {
+  const broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 1_000_000 })
+  t.teardown(async () => { await broker.close(); await broker.db.drop() })
+  const summary = await simulate(base(broker, ['--protocol', '5', '--devices', '30', '--ramp', '200', '--interval', '200', '--duration', '4', '--probe-every', '1', '--verify', '--id-prefix', 'v5']))
+  t.log(JSON.stringify(summary))
+  t.is(summary.protocolVersion, 5)
+  t.is(summary.connect.connected, 30)
+  t.true(summary.messages.acked > 150, `acked ${summary.messages.acked}`)
+  t.true(summary.configRoundTrip.count >= 2, 'config round trips measured')
+  t.true(summary.commandRoundTrip.count >= 2, 'command round trips measured')
+  // A bad alias would be DISCONNECT 0x94 (errors.disconnected); a command without a Response Topic, no_response_topic.
+  t.deepEqual(summary.errors, {})
+  t.is(summary.verify!.checkedDevices, 30)
+  t.is(summary.verify!.acknowledged, summary.messages.acked)
+  t.is(summary.verify!.lost, 0)
+  t.is(summary.verify!.duplicated, 0)
+  // Aliased telemetry is stored under its real topic.
+  const dev = await api(broker.app, 'GET', '/v1/devices/v5-1/telemetry?limit=1')
+  t.is(dev.body.items.length, 1)
+})
+
 test('a broker restart mid-run is survived: devices reconnect and every acknowledged reading is stored once', async (t) => {
   const db = await createTestDatabase()
   let broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 1_000_000 }, db)
   t.teardown(async () => { await broker.close(); await db.drop() })
   const { mqttPort, httpPort } = broker.app
-  const run = simulate(base(broker, ['--devices', '20', '--interval', '100', '--duration', '7', '--probe-every', '0', '--verify', '--id-prefix', 'restart']))
+  const run = simulate(base(broker, ['--devices', '20', '--interval', '100', '--duration', '10', '--probe-every', '0', '--verify', '--id-prefix', 'restart']))
   await new Promise((resolve) => setTimeout(resolve, 2500))
   await broker.close()
   broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 1_000_000, MQTT_PORT: mqttPort, HTTP_PORT: httpPort }, db)
