@@ -7,6 +7,7 @@
 // 0.96× the rate of COPY, which cannot deduplicate).
 import type pg from 'pg'
 import { StandInRefused, type BatchSink } from './batch-writer.js'
+import { withTransaction } from '../../devices/transaction.js'
 import type { Logger } from '../logger.js'
 import { topics } from '../../devices/topics.js'
 
@@ -90,6 +91,16 @@ export interface TelemetrySinkObserver {
   onDeadLetterLost? (): void
 }
 
+function byKind (rows: IngestRow[]): { readings: ReadingRow[], dead: DeadLetterRow[] } {
+  const readings: ReadingRow[] = []
+  const dead: DeadLetterRow[] = []
+  for (const r of rows) {
+    if (r.kind === 'reading') readings.push(r)
+    else dead.push(r)
+  }
+  return { readings, dead }
+}
+
 export function createTelemetrySink (pool: pg.Pool, log: Logger, observer: TelemetrySinkObserver = {}): BatchSink<IngestRow> {
   async function insert (client: pg.PoolClient | pg.Pool, readings: ReadingRow[], dead: DeadLetterRow[]) {
     if (readings.length > 0) await client.query({ ...INSERT_READINGS, values: readingParams(readings) })
@@ -98,46 +109,22 @@ export function createTelemetrySink (pool: pg.Pool, log: Logger, observer: Telem
 
   return {
     async write (rows) {
-      const readings: ReadingRow[] = []
-      const dead: DeadLetterRow[] = []
-      for (const r of rows) {
-        if (r.kind === 'reading') readings.push(r)
-        else dead.push(r)
-      }
+      const { readings, dead } = byKind(rows)
       if (readings.length === 0 || dead.length === 0) {
         // A single statement commits on its own: one round trip per batch.
         await insert(pool, readings, dead)
         return
       }
-      const client = await pool.connect()
-      let broken = false
-      try {
-        await client.query('BEGIN')
-        await insert(client, readings, dead)
-        await client.query('COMMIT')
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => { broken = true })
-        throw err
-      } finally {
-        client.release(broken)
-      }
+      await withTransaction(pool, (client) => insert(client, readings, dead))
     },
 
     async writeProbed (rows) {
-      const readings: ReadingRow[] = []
-      const dead: DeadLetterRow[] = []
-      for (const r of rows) {
-        if (r.kind === 'reading') readings.push(r)
-        else dead.push(r)
-      }
+      const { readings, dead } = byKind(rows)
       // Stand-ins: an empty reading of the same device at the same time (the
       // same partition), an empty dead letter.
       const standInReadings = readings.length > 0 ? [{ ...readings[0]!, hash: '0000000000000000', json: '{}' }] : []
       const standInDead = dead.length > 0 ? [{ ...dead[0]!, topic: 'fleetgate/probe', payload: Buffer.alloc(0), reason: 'probe', detail: null }] : []
-      const client = await pool.connect()
-      let broken = false
-      try {
-        await client.query('BEGIN')
+      await withTransaction(pool, async (client) => {
         await client.query('SAVEPOINT stand_in')
         try {
           await insert(client, standInReadings, standInDead)
@@ -146,13 +133,7 @@ export function createTelemetrySink (pool: pg.Pool, log: Logger, observer: Telem
         }
         await client.query('ROLLBACK TO SAVEPOINT stand_in')
         await insert(client, readings, dead)
-        await client.query('COMMIT')
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => { broken = true })
-        throw err
-      } finally {
-        client.release(broken)
-      }
+      })
     },
 
     async reject (row, err) {
