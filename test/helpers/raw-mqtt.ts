@@ -24,3 +24,20 @@ export async function rawExchange (port: number, send: Array<Partial<Packet> | B
     })
   })
 }
+
+/**
+ * A raw MQTT connection at `version` that records every packet the broker
+ * sends and whether it closed; `send` encodes a packet, `write` sends bytes.
+ */
+export function rawConnection (port: number, version: 4 | 5 = 5) {
+  const socket = connect(port, '127.0.0.1')
+  const parser = mqttPacket.parser({ protocolVersion: version })
+  const packets: Packet[] = []
+  let closed = false
+  parser.on('packet', (p) => packets.push(p))
+  socket.on('data', (d) => parser.parse(d))
+  socket.on('error', () => {})
+  socket.on('close', () => { closed = true })
+  const send = (p: Partial<Packet>) => socket.write(mqttPacket.generate(p as Packet, { protocolVersion: version }))
+  return { packets, send, write: (b: Buffer) => socket.write(b), get closed () { return closed }, close: () => socket.destroy(), of: (cmd: string) => packets.filter((p) => p.cmd === cmd) as any[] } // eslint-disable-line @typescript-eslint/no-explicit-any
+}

@@ -4,27 +4,15 @@
 // broker of its own, with raw v5 packets (mqtt-packet, protocolVersion 5)
 // where the exact packet matters, or a real v5 client (mqtt.js).
 import test from 'ava'
-import { connect } from 'node:net'
 import pg from 'pg'
-import mqttPacket, { type Packet } from 'mqtt-packet'
+import type { Packet } from 'mqtt-packet'
 import { startTestBroker, connectDevice, type TestBroker } from '../../helpers/broker.js'
 import type { Config } from '../../../broker/config.js'
 import { waitFor } from '../../helpers/wait.js'
 import { T0 } from '../../helpers/time.js'
+import { rawConnection } from '../../helpers/raw-mqtt.js'
 
-/** A raw MQTT 5 connection that records every packet the broker sends, and whether it closed. */
-function raw (port: number) {
-  const socket = connect(port, '127.0.0.1')
-  const parser = mqttPacket.parser({ protocolVersion: 5 })
-  const packets: Packet[] = []
-  let closed = false
-  parser.on('packet', (p) => packets.push(p))
-  socket.on('data', (d) => parser.parse(d))
-  socket.on('error', () => {})
-  socket.on('close', () => { closed = true })
-  const send = (p: Partial<Packet>) => socket.write(mqttPacket.generate(p as Packet, { protocolVersion: 5 }))
-  return { packets, send, write: (b: Buffer) => socket.write(b), get closed () { return closed }, close: () => socket.destroy(), of: (cmd: string) => packets.filter((p) => p.cmd === cmd) as any[] } // eslint-disable-line @typescript-eslint/no-explicit-any
-}
+const raw = rawConnection
 
 const connectV5 = (id: string, secret: string, extra: Record<string, unknown> = {}) =>
   ({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: id, username: id, password: Buffer.from(secret), clean: true, keepalive: 30, ...extra }) as Partial<Packet>

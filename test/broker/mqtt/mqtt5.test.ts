@@ -2,30 +2,18 @@
 // protocolVersion 5) and, where a reason code or property must be checked
 // byte-exactly, raw packets (mqtt-packet, protocolVersion 5).
 import test from 'ava'
-import { connect } from 'node:net'
 import mqtt from 'mqtt'
-import mqttPacket, { type Packet } from 'mqtt-packet'
+import type { Packet } from 'mqtt-packet'
 import { startTestBroker, connectDevice, api, type TestBroker } from '../../helpers/broker.js'
 import { waitFor } from '../../helpers/wait.js'
+import { rawConnection } from '../../helpers/raw-mqtt.js'
 
 const T0 = new Date(Date.now() - 60_000).toISOString()
 let broker: TestBroker
 test.before(async () => { broker = await startTestBroker({ MQTT_ALLOW_ANONYMOUS: true }) })
 test.after.always(async () => { await broker?.close(); await broker?.db.drop() })
 
-/** A raw MQTT connection at `version` that records every packet the broker sends, and whether it closed. */
-function raw (port: number, version: 4 | 5 = 5) {
-  const socket = connect(port, '127.0.0.1')
-  const parser = mqttPacket.parser({ protocolVersion: version })
-  const packets: Packet[] = []
-  let closed = false
-  parser.on('packet', (p) => packets.push(p))
-  socket.on('data', (d) => parser.parse(d))
-  socket.on('error', () => {})
-  socket.on('close', () => { closed = true })
-  const send = (p: Partial<Packet>) => socket.write(mqttPacket.generate(p as Packet, { protocolVersion: version }))
-  return { packets, send, get closed () { return closed }, close: () => socket.destroy(), of: (cmd: string) => packets.filter((p) => p.cmd === cmd) as any[] } // eslint-disable-line @typescript-eslint/no-explicit-any
-}
+const raw = rawConnection
 
 const connectV5 = (id: string, secret?: string, extra: Record<string, unknown> = {}) =>
   ({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: id, ...(secret !== undefined ? { username: id, password: Buffer.from(secret) } : {}), clean: true, keepalive: 30, ...extra }) as Partial<Packet>
