@@ -5,7 +5,7 @@
 // running broker never accepts). The broker itself still creates a fresh
 // DATA_DIR on first start: the quick start depends on it.
 import { resolve } from 'node:path'
-import type { Config } from '../config.js'
+import { ConfigError, loadConfig, unknownSettings, type Config } from '../config.js'
 import { hasEmbeddedData } from '../embedded-postgres.js'
 
 /** The flag that lets a tool create a new embedded database. */
@@ -36,4 +36,20 @@ export function missingDatabase (config: Config, init: boolean): string | undefi
   const dir = resolve(config.DATA_DIR)
   return `no fleetgate data in ${dir}${dir === config.DATA_DIR ? '' : ` (DATA_DIR=${config.DATA_DIR})`} — start the broker first (npm start), ` +
     `set DATA_DIR to the broker's, or set DATABASE_URL; ${INIT_FLAG} creates a new, empty database there`
+}
+
+/**
+ * What every command-line tool does first: validate the environment (a bad
+ * setting is a usage error), print the unknown-setting warnings, refuse a
+ * DATA_DIR with no database unless `init`, and say which database it uses.
+ * `fail` prints the message under the tool's name and exits.
+ */
+export function cliConfig (tool: string, init: boolean, fail: (message: string) => never): Config {
+  let config: Config
+  try { config = loadConfig() } catch (err) { return fail(err instanceof ConfigError ? err.message : String(err)) }
+  for (const w of unknownSettings()) process.stderr.write(`${tool}: ${w.message}\n`)
+  const missing = missingDatabase(config, init)
+  if (missing) fail(missing)
+  process.stderr.write(`${tool}: using ${describeDatabase(config)}\n`)
+  return config
 }

@@ -2,10 +2,9 @@
 // Creates a device and prints {"id":…,"secret":…} as one JSON line on stdout
 // (the secret is shown only here, once). Logs, and the database used, go to stderr.
 import { parseArgs } from 'node:util'
-import { loadConfig, ConfigError, unknownSettings } from '../config.js'
 import { createLogger } from '../logger.js'
 import { withDatabase } from '../database-target.js'
-import { describeDatabase, missingDatabase } from './cli-database.js'
+import { cliConfig } from './cli-database.js'
 import { parseLabel } from '../../devices/labels.js'
 import { createDeviceStore } from '../../devices/device-store.js'
 import { DomainError } from '../../devices/domain-error.js'
@@ -47,12 +46,7 @@ const count = args.count === undefined ? 1 : Number(args.count)
 if (!Number.isInteger(count) || count < 1 || count > 1_000_000) fail('--count must be an integer from 1 to 1000000')
 if (count > 1 && args.id) fail('--id and --count exclude each other; use --prefix')
 
-let config
-try { config = loadConfig() } catch (err) { fail(err instanceof ConfigError ? err.message : String(err)) }
-for (const w of unknownSettings()) process.stderr.write(`device:create: ${w.message}\n`)
-const missing = missingDatabase(config, args.init ?? false)
-if (missing) fail(missing)
-process.stderr.write(`device:create: using ${describeDatabase(config)}\n`)
+const config = cliConfig('device:create', args.init ?? false, fail)
 const log = createLogger({ level: config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL, destination: process.stderr })
 
 try {

@@ -2,10 +2,9 @@
 // API token and prints {"id":…,"token":…,"scopes":[…]} as one JSON line (the
 // token is shown only here). For bootstrapping without ADMIN_TOKEN, and for scripts.
 import { parseArgs } from 'node:util'
-import { loadConfig, ConfigError, unknownSettings } from '../config.js'
 import { createLogger } from '../logger.js'
 import { withDatabase } from '../database-target.js'
-import { describeDatabase, missingDatabase } from './cli-database.js'
+import { cliConfig } from './cli-database.js'
 import { createTokenStore, SCOPES, type Scope } from '../../devices/token-store.js'
 
 function fail (message: string, code = 2): never {
@@ -21,12 +20,7 @@ if (!args.name) fail('--name is required')
 const scopes = (args.scope ?? ['read']) as Scope[]
 for (const s of scopes) if (!SCOPES.includes(s)) fail(`--scope must be one of ${SCOPES.join(', ')}, got ${JSON.stringify(s)}`)
 
-let config
-try { config = loadConfig() } catch (err) { fail(err instanceof ConfigError ? err.message : String(err)) }
-for (const w of unknownSettings()) process.stderr.write(`token:create: ${w.message}\n`)
-const missing = missingDatabase(config, args.init ?? false)
-if (missing) fail(missing)
-process.stderr.write(`token:create: using ${describeDatabase(config)}\n`)
+const config = cliConfig('token:create', args.init ?? false, fail)
 const log = createLogger({ level: config.LOG_LEVEL === 'info' ? 'warn' : config.LOG_LEVEL, destination: process.stderr })
 try {
   await withDatabase(config, log, async (pool) => {

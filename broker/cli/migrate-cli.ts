@@ -1,10 +1,9 @@
 // `npm run migrate [-- --init]`: apply pending migrations and exit (the Helm
 // chart's pre-install/pre-upgrade Job runs the same, with DATABASE_URL).
 import { parseArgs } from 'node:util'
-import { loadConfig, ConfigError, unknownSettings } from '../config.js'
 import { createLogger } from '../logger.js'
 import { withDatabase } from '../database-target.js'
-import { describeDatabase, missingDatabase } from './cli-database.js'
+import { cliConfig } from './cli-database.js'
 
 const usage = 'usage: npm run migrate [-- --init]\n  --init  without DATABASE_URL, create a new embedded database in DATA_DIR if it has none'
 
@@ -19,12 +18,7 @@ try {
 } catch (err) { fail(`${(err as Error).message}\n${usage}`) }
 if (args.help) { process.stdout.write(usage + '\n'); process.exit(0) }
 
-let config
-try { config = loadConfig() } catch (err) { fail(err instanceof ConfigError ? err.message : String(err)) }
-for (const w of unknownSettings()) process.stderr.write(`migrate: ${w.message}\n`)
-const missing = missingDatabase(config, args.init ?? false)
-if (missing) fail(missing)
-process.stderr.write(`migrate: using ${describeDatabase(config)}\n`)
+const config = cliConfig('migrate', args.init ?? false, fail)
 const log = createLogger({ level: config.LOG_LEVEL, pretty: process.stderr.isTTY, destination: process.stderr })
 try {
   await withDatabase(config, log, async () => {})
