@@ -3,6 +3,7 @@ import { parseSimOptions } from '../../simulator/sim-options.js'
 import { simulate } from '../../simulator/simulate.js'
 import { startTestBroker, TEST_ADMIN_TOKEN, api } from '../helpers/broker.js'
 import { createTestDatabase } from '../helpers/database.js'
+import { waitFor } from '../helpers/wait.js'
 
 const base = (b: { url: string, app: { httpPort: number } }, extra: string[] = []) => parseSimOptions([
   '--broker', b.url, '--api', `http://127.0.0.1:${b.app.httpPort}`, '--token', TEST_ADMIN_TOKEN, '--quiet', ...extra
@@ -73,7 +74,10 @@ test('a broker restart mid-run is survived: devices reconnect and every acknowle
   t.teardown(async () => { await broker.close(); await db.drop() })
   const { mqttPort, httpPort } = broker.app
   const run = simulate(base(broker, ['--devices', '20', '--interval', '100', '--duration', '10', '--probe-every', '0', '--verify', '--id-prefix', 'restart']))
-  await new Promise((resolve) => setTimeout(resolve, 2500))
+  // Restarted once the whole fleet is connected and publishing (on a loaded
+  // machine provisioning and the ramp can take longer than a fixed delay).
+  await waitFor(() => broker.app.mqtt.connectedDeviceIds().length === 20, { timeoutMs: 30_000, what: '20 devices connected' })
+  await new Promise((resolve) => setTimeout(resolve, 1000))
   await broker.close()
   broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 1_000_000, MQTT_PORT: mqttPort, HTTP_PORT: httpPort }, db)
   const summary = await run
