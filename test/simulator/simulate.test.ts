@@ -73,14 +73,20 @@ test('a broker restart mid-run is survived: devices reconnect and every acknowle
   let broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 1_000_000 }, db)
   t.teardown(async () => { await broker.close(); await db.drop() })
   const { mqttPort, httpPort } = broker.app
-  const run = simulate(base(broker, ['--devices', '20', '--interval', '100', '--duration', '10', '--probe-every', '0', '--verify', '--id-prefix', 'restart']))
+  const run = simulate(base(broker, ['--devices', '20', '--interval', '100', '--duration', '20', '--probe-every', '0', '--verify', '--id-prefix', 'restart']))
   // Restarted once the whole fleet is connected and publishing (on a loaded
   // machine provisioning and the ramp can take longer than a fixed delay).
   await waitFor(() => broker.app.mqtt.connectedDeviceIds().length === 20, { timeoutMs: 30_000, what: '20 devices connected' })
   await new Promise((resolve) => setTimeout(resolve, 1000))
   await broker.close()
   broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 1_000_000, MQTT_PORT: mqttPort, HTTP_PORT: httpPort }, db)
+  // The devices come back through their backoff (full jitter, 0.5 s doubling):
+  // after an outage of a few seconds on a loaded machine a retry can be 8 s
+  // away, so the run lasts long enough for the slowest to return.
+  const restarted = broker
+  await waitFor(() => restarted.app.mqtt.connectedDeviceIds().length === 20, { timeoutMs: 18_000, what: '20 devices connected again' })
   const summary = await run
+  t.log(JSON.stringify({ connect: summary.connect, errors: summary.errors, acked: summary.messages.acked }))
   t.true((summary.errors.disconnected ?? 0) >= 20, 'every device lost its connection')
   t.true(summary.connect.connected >= 40, 'and connected again')
   t.true(summary.messages.acked > 300)
