@@ -45,6 +45,7 @@ import { createRolloutRunner } from '../devices/rollout-runner.js'
 import { createDeviceSessions } from '../devices/device-sessions.js'
 import { CHANNELS, type DeviceDispatch } from '../devices/dispatch.js'
 import { createBatchLoader } from '../devices/batch-loader.js'
+import { createLocalEventHub, type EventHub } from '../devices/fleet-events.js'
 
 export interface App {
   readonly brokerId: string
@@ -61,6 +62,8 @@ export interface App {
   readonly mqtt: MqttBroker
   readonly http: FastifyInstance
   readonly devices: DeviceStore
+  /** The fleet's events (GET /v1/events): committed changes, telemetry, presence. */
+  readonly events: EventHub
   /** Ordered, idempotent shutdown; resolves when everything is closed. */
   close (): Promise<void>
 }
@@ -106,6 +109,8 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     lifecycle.add('close change feed', 'database', () => changeFeed.close())
 
     // ---- device domain ----
+    // Every event of the fleet goes through this hub (devices/fleet-events.ts).
+    const events: EventHub = createLocalEventHub()
     // Credentials changed here drop from this cache at once; the NOTIFY drops
     // them from every other replica's cache (and ours again, harmlessly).
     const devices = createDeviceStore(pool, {
@@ -215,6 +220,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
         commands,
         rollouts,
         tokens,
+        events,
         auth: createOperatorAuth({ adminToken: config.ADMIN_TOKEN, tokens, failuresPerMinute: config.API_AUTH_FAILURES_PER_MINUTE }),
         dispatch: lateDispatch,
         changes: changeFeed,
@@ -400,6 +406,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       mqtt: broker,
       http,
       devices,
+      events,
       close () {
         closing ??= close()
         return closing

@@ -18,6 +18,7 @@ import type { CommandStore } from './command-store.js'
 import type { RolloutRunner } from './rollout-runner.js'
 import type { TokenStore } from './token-store.js'
 import type { OperatorAuth } from './operator-auth.js'
+import type { EventHub } from './fleet-events.js'
 import { createTelemetryStore, type TelemetryStore } from './telemetry-store.js'
 import { deviceRoutes } from './routes/devices.js'
 import { configRoutes } from './routes/config.js'
@@ -33,6 +34,8 @@ export interface ControlPlaneDeps {
   commands: CommandStore
   rollouts: RolloutRunner
   tokens: TokenStore
+  /** The fleet's events: stored kinds are published after their change commits (devices/change-recorder.ts). */
+  events: EventHub
   /** Default: a telemetry store on `pool`. */
   telemetry?: TelemetryStore
   auth: OperatorAuth

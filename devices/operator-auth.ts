@@ -3,10 +3,11 @@
 // are API tokens created by an admin (devices/token-store.ts).
 import { timingSafeEqual, createHash } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
+import type { Actor } from './change-recorder.js'
 import { ApiError } from './api-error.js'
 import { hasScope, type Scope, type TokenStore } from './token-store.js'
 
-export interface Operator { tokenId: string, scopes: Scope[] }
+export interface Operator { tokenId: string, name: string, scopes: Scope[] }
 
 declare module 'fastify' {
   interface FastifyRequest { operator?: Operator }
@@ -44,7 +45,7 @@ export function createOperatorAuth (opts: { adminToken: string | undefined, toke
     if (!m) throw new ApiError(401, 'unauthorized', 'missing bearer token', { 'www-authenticate': 'Bearer' })
     const token = m[1]!
     // Compare digests in constant time: the length of the guess leaks nothing.
-    if (adminDigest && timingSafeEqual(digest(token), adminDigest)) return { tokenId: 'admin', scopes: ['admin'] }
+    if (adminDigest && timingSafeEqual(digest(token), adminDigest)) return { tokenId: 'admin', name: 'admin', scopes: ['admin'] }
     const key = digest(token).toString('base64')
     if (failuresNow(req.ip) >= maxFailures && !knownGood(key)) {
       const retry = Math.max(1, Math.ceil((windowStart + 60_000 - Date.now()) / 1000))
@@ -57,7 +58,7 @@ export function createOperatorAuth (opts: { adminToken: string | undefined, toke
       throw new ApiError(401, 'unauthorized', 'invalid or revoked token', { 'www-authenticate': 'Bearer error="invalid_token"' })
     }
     remember(key)
-    return { tokenId: info.id, scopes: info.scopes }
+    return { tokenId: info.id, name: info.name, scopes: info.scopes }
   }
 
   return {
@@ -77,3 +78,9 @@ export function createOperatorAuth (opts: { adminToken: string | undefined, toke
 }
 
 export type OperatorAuth = ReturnType<typeof createOperatorAuth>
+
+/** The audit trail's "who" of an authenticated request (devices/change-recorder.ts). */
+export function actorOf (req: FastifyRequest): Actor {
+  if (!req.operator) throw new Error('actorOf: the request has no operator (route outside /v1?)')
+  return { id: req.operator.tokenId, name: req.operator.name, requestId: String(req.id) }
+}
