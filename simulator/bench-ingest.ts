@@ -31,7 +31,7 @@ import type { FleetSpec } from './fleet-runner.js'
 import type { DeviceProfile } from './virtual-device.js'
 import { maxMs, percentileMs } from './latency-histogram.js'
 import { provisionDevices } from './provisioning.js'
-import { cpuDelta, cpuSeconds, postgresCpuSeconds, rssMb } from './process-stats.js'
+import { cpuDelta, cpuSeconds, postgresCpuSeconds, postmasterPid, rssMb } from './process-stats.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -109,7 +109,9 @@ async function runScenario (opts: {
   seconds: number,
   countRows?: () => Promise<number>,
   metricsUrl?: string,
-  protocolVersion?: 4 | 5
+  protocolVersion?: 4 | 5,
+  /** The benchmark database's postmaster: only its processes count as database CPU. */
+  postmaster?: number
 }): Promise<ScenarioResult> {
   // WORKERS fleet processes, device i in process i % WORKERS.
   const specs: FleetSpec[] = Array.from({ length: WORKERS }, (_, w) => ({
@@ -128,7 +130,7 @@ async function runScenario (opts: {
   const rows0 = opts.countRows ? await opts.countRows() : 0
   const cpu0 = await cpuSeconds(opts.broker.pid)
   const loadCpu0 = (await Promise.all(fleets.pids.map(cpuSeconds))).reduce((a, b) => a + b, 0)
-  const db0 = await postgresCpuSeconds()
+  const db0 = opts.postmaster ? await postgresCpuSeconds(opts.postmaster) : new Map<string, number>()
   const h0 = await histogramTotals(opts.metricsUrl)
   // The window starts here, after the readings above (scanning /proc takes a while on a busy machine).
   fleets.measure()
@@ -150,7 +152,7 @@ async function runScenario (opts: {
   const rows1 = opts.countRows ? await opts.countRows() : 0
   const cpu1 = await cpuSeconds(opts.broker.pid)
   const loadCpu1 = (await Promise.all(fleets.pids.map(cpuSeconds))).reduce((a, b) => a + b, 0)
-  const db1 = await postgresCpuSeconds()
+  const db1 = opts.postmaster ? await postgresCpuSeconds(opts.postmaster) : new Map<string, number>()
   const h1 = await histogramTotals(opts.metricsUrl)
   const delta = (k: string) => (h1[k] ?? 0) - (h0[k] ?? 0)
   const batches = delta('fleetgate_ingest_batch_rows_count')
@@ -185,12 +187,15 @@ async function main () {
   try {
     const results: ScenarioResult[] = []
     const PROTOCOLS_ONLY = args['protocols-only'] === true
+    // Undefined for a database on another host: its CPU is then not counted (shown as 0%).
+    const postmaster = await postmasterPid(env.databaseUrl)
+    if (!postmaster) console.error('the database does not run on this machine: its CPU is not counted')
 
     // 1. Baselines: plain aedes, at a shallow and a deep per-device window.
     const plain = PROTOCOLS_ONLY ? undefined : await env.plainAedes()
     const anonDevices = Array.from({ length: DEVICES }, (_, i) => ({ id: `bench-${i + 1}` }))
     if (plain) {
-      const plainCommon = { broker: plain, devices: anonDevices, ratePerSecond: 0, seconds: SECONDS }
+      const plainCommon = { broker: plain, devices: anonDevices, ratePerSecond: 0, seconds: SECONDS, postmaster }
       console.error('baseline: plain aedes …')
       results.push(await runScenario({ ...plainCommon, name: `plain aedes, window ${WINDOW}`, window: WINDOW }))
       results.push(await runScenario({ ...plainCommon, name: `plain aedes, window ${DEEP}`, window: DEEP }))
@@ -200,7 +205,7 @@ async function main () {
     // Eclipse Mosquitto, if installed (Debian package `mosquitto`): the same load in plain-MQTT mode.
     const mosquitto = PROTOCOLS_ONLY ? undefined : await env.mosquitto()
     if (mosquitto) {
-      const plainCommon = { broker: mosquitto, devices: anonDevices, ratePerSecond: 0, seconds: SECONDS }
+      const plainCommon = { broker: mosquitto, devices: anonDevices, ratePerSecond: 0, seconds: SECONDS, postmaster }
       console.error('baseline: mosquitto …')
       const mqCommon = plainCommon
       results.push(await runScenario({ ...mqCommon, name: `mosquitto, window ${WINDOW}`, window: WINDOW }))
@@ -216,7 +221,7 @@ async function main () {
     const counter = new pg.Client({ connectionString: env.databaseUrl })
     await counter.connect()
     const countRows = async () => Number((await counter.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n)
-    const common = { broker, devices, countRows, metricsUrl: broker.metricsUrl, seconds: SECONDS }
+    const common = { broker, devices, countRows, metricsUrl: broker.metricsUrl, seconds: SECONDS, postmaster }
 
     // 5. MQTT 3.1.1 against MQTT 5 devices, ABBA.
     const protocols = async () => {

@@ -98,13 +98,19 @@ export async function startBenchEnvironment (opts: { name: string, databaseUrl?:
   let closing: Promise<void> | undefined
   const close = () => {
     closing ??= (async () => {
-      process.off('SIGINT', onSigint)
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
       for (const c of cleanups.reverse()) await c().catch((err: Error) => console.error(`cleanup: ${err.message}`))
     })()
     return closing
   }
-  const onSigint = () => { void close().then(() => process.exit(130)) }
-  process.once('SIGINT', onSigint)
+  // Ctrl-C or a SIGTERM (a CI job cancelled, \`timeout\`) stops every process
+  // the benchmark started, the embedded PostgreSQL included, then exits
+  // with the shell's code for the signal (issue 15: a SIGTERM used to leave
+  // PostgreSQL running).
+  const onSignal = (signal: NodeJS.Signals) => { void close().then(() => process.exit(signal === 'SIGINT' ? 130 : 143)) }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
 
   try {
     let serverUrl = opts.databaseUrl
