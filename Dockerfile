@@ -11,11 +11,14 @@ ARG NODE_IMAGE=node:22-bookworm-slim
 FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
+# npm ci applies patches/ to aedes (package.json "postinstall": patch-package).
+COPY patches ./patches
 # (the npm cache lives in a BuildKit cache mount, not in a layer)
 RUN --mount=type=cache,target=/root/.npm npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY broker ./broker
 COPY devices ./devices
+COPY console ./console
 COPY simulator ./simulator
 COPY scripts ./scripts
 ARG REVISION=unknown
@@ -43,6 +46,8 @@ ENV NODE_ENV=production \
     HTTP_PORT=8080
 WORKDIR /app
 COPY package.json package-lock.json ./
+# The production install patches aedes too (patch-package is a dependency).
+COPY patches ./patches
 # No optional dependencies: embedded-postgres (~60 MB of PostgreSQL binaries)
 # serves only the laptop default; in an image DATABASE_URL is required.
 RUN --mount=type=cache,target=/root/.npm npm ci --omit=dev --omit=optional --no-audit --no-fund
@@ -50,6 +55,9 @@ COPY --from=build /app/dist ./dist
 # Applied at start-up (and by `node dist/broker/cli/migrate-cli.js`), read from
 # /app/migrations next to dist/.
 COPY migrations ./migrations
+# The web console's client (ES modules served as they are; its vendor modules
+# come from node_modules).
+COPY console/app ./console/app
 # The image's `node` user (uid 1000); numeric so Kubernetes can verify
 # runAsNonRoot. Everything under /app stays root-owned and read-only to it.
 RUN mkdir -p /data && chown 1000:1000 /data

@@ -19,11 +19,22 @@
 // | client.deliver0 / deliverQoS  | connack-first.ts: holding live deliveries until the client is ready | same; still captured by addSubs at subscribe time |
 // | client.req                    | the WebSocket upgrade request (listener, remote address)       | same |
 // | client._disconnected          | a client that sent DISCONNECT (clean) vs a lost connection      | same, but a v5 DISCONNECT 0x04 (with will) leaves it false |
-// | client.subscriptions          | the filters of a connection (session delivery, dispatch)        | same shape; a plain `{}` again (1.2.0: null-prototype) — hardened below |
+// | client.subscriptions          | the filters of a connection (session delivery, dispatch); `.si` its Subscription Identifier (subscription-identifiers.ts) | same shape; a plain `{}` again (1.2.0: null-prototype) — hardened below; `si` new |
 // | client.duplicates             | (hardened only)                                                 | likewise |
 // | client.connackSent            | a DISCONNECT may be sent (CONNACK is on the wire)               | same |
-// | client.disconnect(opts, done) | v5 reason-coded DISCONNECT                                      | new; sends nothing before `connected` (fixed below) |
+// | client.disconnect(opts, done) | v5 reason-coded DISCONNECT                                      | new; sends nothing before `connected`, and the close right after it can reset the connection (both fixed below) |
 // | client._cleanStart            | —  (fleetgate reads the CONNECT packet in preConnect instead)   | new |
+// | client._serverKeepAlive       | server-keep-alive.ts: a v5 Server Keep Alive without `keepaliveLimit` | new |
+// | aedes.clearSessionExpiry / clearDelayedWill | session-expiry.ts: a session resumed on another replica | new |
+//
+// And what patches/aedes+2.0.0-beta.1.patch adds (applied by `npm install` /
+// `npm ci` through patch-package, see package.json "postinstall"): the
+// client's Receive Maximum and Maximum Packet Size honoured on the way out
+// (lib/write.js; `client._outbound`, the `publishDiscarded` event), a resumed
+// session's queue delivered whatever the new Session Expiry Interval
+// (lib/handlers/connect.js emptyQueueFilter), and a CONNACK Reason String taken
+// from `err.reasonString` of the authenticate hook. The guard below fails
+// when the patch was not applied.
 //
 // What 1.2.0 fixed that the beta does not have (the beta branched before
 // them) is put back here or in qos2-exactly-once.ts: null-prototype maps
@@ -71,6 +82,9 @@ interface ClientInternals {
   version: number | null
   disconnectReasonCode: number | null
   _requestProblemInformation?: boolean
+  _serverKeepAlive?: number
+  /** Added by patches/aedes+2.0.0-beta.1.patch (outbound flow control). */
+  _outbound?: { inflight: Set<number>, queue: unknown[] }
   disconnect (opts?: DisconnectOptions, done?: () => void): void
   close (done?: () => void): void
 }
@@ -80,6 +94,8 @@ interface BrokerInternals {
   brokers: Record<string, number>
   persistence: unknown
   publish: RuntimePublish
+  clearSessionExpiry (clientId: string): void
+  clearDelayedWill (clientId: string): void
 }
 
 const brokerOf = (aedes: Aedes) => aedes as unknown as BrokerInternals
@@ -105,6 +121,8 @@ export function missingInternals (aedes: Aedes, client?: Client): string[] {
   expect('aedes', b.brokers, 'object', 'brokers')
   expect('aedes', b.persistence, 'object', 'persistence')
   expect('aedes', b.publish, 'function', 'publish')
+  expect('aedes', b.clearSessionExpiry, 'function', 'clearSessionExpiry')
+  expect('aedes', b.clearDelayedWill, 'function', 'clearDelayedWill')
   if (client) {
     const c = client as unknown as Record<string, unknown>
     expect('client', c._parser, 'object', '_parser')
@@ -121,6 +139,11 @@ export function missingInternals (aedes: Aedes, client?: Client): string[] {
     expect('client', c.disconnect, 'function', 'disconnect')
     if (!('req' in c)) problems.push('client.req: expected the property (undefined outside WebSocket), found none')
     if (!('disconnectReasonCode' in c)) problems.push('client.disconnectReasonCode: expected the property, found none')
+    if ('_serverKeepAlive' in c) problems.push('client._serverKeepAlive: expected no value before CONNECT (server-keep-alive.ts sets it), found one')
+    const outbound = c._outbound as { inflight?: unknown, queue?: unknown } | undefined
+    if (!(outbound?.inflight instanceof Set) || !Array.isArray(outbound.queue)) {
+      problems.push('client._outbound: expected { inflight: Set, queue: [] } from patches/aedes+2.0.0-beta.1.patch, found ' + (outbound === undefined ? 'none (the patch was not applied: run `npx patch-package`)' : typeof outbound))
+    }
   }
   return problems
 }
@@ -178,6 +201,35 @@ export function interceptPublish (aedes: Aedes, skip: (packet: PublishPacket, cl
   }
 }
 
+/**
+ * Rewrites every message before aedes routes it (after interceptPublish's
+ * skip): client PUBLISHes, wills (aedes publishes them through
+ * aedes.publish, also from another replica's sweep) and the broker's own.
+ */
+export function rewritePublish (aedes: Aedes, rewrite: (packet: PublishPacket) => PublishPacket): void {
+  const b = brokerOf(aedes)
+  const route = b.publish.bind(aedes)
+  b.publish = function publish (packet, client, done) {
+    route(rewrite(packet), client, done)
+  }
+}
+
+/**
+ * A message not sent to one client because of the limits it set on CONNECT
+ * (the patched lib/write.js): larger than its Maximum Packet Size, or its
+ * Receive Maximum window full with too many waiting.
+ */
+export function onPublishDiscarded (aedes: Aedes, fn: (client: Client, packet: PublishPacket, reason: 'packet_too_large' | 'queue_full') => void): void {
+  aedes.on('publishDiscarded' as 'closed', fn as unknown as () => void)
+}
+
+/** Cancels this broker's session-expiry and will-delay timers of a client id (its session was resumed elsewhere). */
+export function cancelSessionTimers (aedes: Aedes, clientId: string): void {
+  const b = brokerOf(aedes)
+  b.clearSessionExpiry(clientId)
+  b.clearDelayedWill(clientId)
+}
+
 // ---- a connection ----
 
 /** Null-prototype subscriptions and duplicates maps (see hardenBroker). Called before the CONNECT is read. */
@@ -214,6 +266,17 @@ export function sentDisconnect (client: Client): boolean {
   return internalsOf(client)._disconnected
 }
 
+/** The MQTT 5 Subscription Identifier of each of this connection's filters that has one. */
+export function subscriptionIdentifiers (client: Client): Array<[filter: string, id: number]> {
+  const out: Array<[string, number]> = []
+  const subs = internalsOf(client).subscriptions as Record<string, { si?: number } | undefined>
+  for (const filter in subs) {
+    const si = subs[filter]?.si
+    if (typeof si === 'number') out.push([filter, si])
+  }
+  return out
+}
+
 /** The topic filters this connection is subscribed to. */
 export function subscriptionFilters (client: Client): string[] {
   return Object.keys(internalsOf(client).subscriptions)
@@ -227,6 +290,16 @@ export function protocolVersionOf (client: Client): number | null {
 /** The v5 client did not set Request Problem Information to 0 [MQTT-3.1.2-29]. */
 export function wantsProblemInformation (client: Client): boolean {
   return internalsOf(client)._requestProblemInformation !== false
+}
+
+/**
+ * MQTT 5 Server Keep Alive [MQTT-3.2.2-21]: set before aedes handles the
+ * CONNECT (in preConnect), aedes times the connection by it and sends it in
+ * CONNACK, as it does for its `keepaliveLimit` option, which would also
+ * refuse every 3.1.1 CONNECT with keepalive 0.
+ */
+export function imposeServerKeepAlive (client: Client, seconds: number): void {
+  internalsOf(client)._serverKeepAlive = seconds
 }
 
 /** The reason code of the DISCONNECT the broker sent (v5), or null. */
@@ -259,7 +332,42 @@ export function disconnectBeforeDestroy (client: Client, reasonCode: number, rea
   const packet = { cmd: 'disconnect', reasonCode, ...(reasonString ? { properties: { reasonString } } : {}) } as Packet
   let bytes: Buffer | undefined
   try { bytes = mqttPacket.generate(packet, { protocolVersion: 5 }) } catch {}
-  if (bytes) client.conn.write(bytes)
+  if (bytes) {
+    client.conn.write(bytes)
+    lingerOnDestroy(client)
+  }
+}
+
+// How long a connection the broker sent DISCONNECT on may stay half-closed
+// while what the client still sends is read and dropped.
+const LINGER_MS = 2000
+
+/**
+ * After the broker's DISCONNECT, aedes destroys the socket. With bytes from
+ * the client still unread (a client that pipelines PUBLISHes, as one over
+ * Receive Maximum does), closing a TCP socket sends RST instead of FIN, and
+ * the client's kernel then drops what it had not read yet: the DISCONNECT
+ * with its reason code, seen under load (issue 12). Instead, the next destroy
+ * of this connection half-closes it (FIN after the DISCONNECT) and reads and
+ * drops what still comes, for up to LINGER_MS, then destroys it. Nothing of
+ * it reaches aedes (its reading stopped at close).
+ */
+function lingerOnDestroy (client: Client): void {
+  const conn = client.conn as Client['conn'] & { fgLingering?: boolean }
+  if (conn.fgLingering) return
+  conn.fgLingering = true
+  const destroy = conn.destroy.bind(conn)
+  conn.destroy = function lingeringDestroy () {
+    conn.destroy = destroy
+    if (conn.destroyed) return conn
+    const timer = setTimeout(() => destroy(), LINGER_MS)
+    timer.unref()
+    conn.once('close', () => clearTimeout(timer))
+    conn.on('error', () => destroy())
+    conn.end()
+    conn.resume()
+    return conn
+  } as typeof conn.destroy
 }
 
 /**
@@ -276,6 +384,7 @@ export function sendDisconnectOnceConnackWritten (client: Client): void {
     if (typeof opts === 'function') { done = opts; opts = {} }
     const o = opts ?? {}
     const connected = (client as { connected: boolean }).connected
+    if (c.version === 5 && c.connackSent && !c.closed && !c.errored) lingerOnDestroy(client)
     if (c.version === 5 && !connected && c.connackSent && !c.closed && !c.errored) {
       c.disconnectReasonCode = o.reasonCode ?? 0
       const packet = { cmd: 'disconnect', reasonCode: o.reasonCode ?? 0, ...(o.properties ? { properties: o.properties } : {}) } as Packet

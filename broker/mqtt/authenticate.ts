@@ -7,9 +7,12 @@
 //
 // Refusals are CONNACK return codes for 3.1.1 and, mapped by aedes, MQTT 5
 // reason codes (reason-codes.ts): identifier rejected 2 / 0x85, server
-// unavailable 3 / 0x88, bad credentials 4 / 0x86, not authorized 5 / 0x87. A
-// CONNECT refused by the rate limit's full queue is closed unanswered for
-// 3.1.1 (which has no code for it) and answered 0x89 (server busy) for 5.
+// unavailable 3 / 0x88, bad credentials 4 / 0x86, not authorized 5 / 0x87,
+// each with a fixed Reason String for a v5 client that did not set Request
+// Problem Information to 0. A CONNECT refused by the rate limit's full queue
+// is closed unanswered for 3.1.1 (which has no code for it) and answered 0x89
+// (server busy) for 5; one over MQTT_MAX_CONNECTIONS likewise, 0x97 (quota
+// exceeded) for 5.
 import type { TLSSocket } from 'node:tls'
 import type { Socket } from 'node:net'
 import mqttPacket, { type IConnectPacket } from 'mqtt-packet'
@@ -22,6 +25,7 @@ import type { TlsListenerOptions } from './listeners.js'
 import { certificateNames } from './listeners.js'
 import { REASON, RETURN_CODE } from './reason-codes.js'
 import { upgradeRequestOf, clientById } from './aedes-internals.js'
+import { applyServerKeepAlive } from './server-keep-alive.js'
 import type { Aedes } from 'aedes'
 import type { Metrics } from '../metrics.js'
 import type { Logger } from '../logger.js'
@@ -30,6 +34,18 @@ import { isValidDeviceId } from '../../devices/device-id.js'
 import { verifySecret, hashSecret } from '../../devices/device-secret.js'
 
 type Code = typeof RETURN_CODE[keyof typeof RETURN_CODE]
+
+// The CONNACK Reason String a v5 client is sent with each refusal (unless
+// its Request Problem Information is 0): one fixed text per reason code, so
+// it says no more than the code itself. Not the error's message: that tells
+// an unknown device from a wrong secret, and an internal error's text could
+// name internals.
+const REASON_STRING: Record<Code, string> = {
+  [RETURN_CODE.IDENTIFIER_REJECTED]: 'client identifier not valid: a device connects with client id = username = device id',
+  [RETURN_CODE.SERVER_UNAVAILABLE]: 'server unavailable: try again later',
+  [RETURN_CODE.BAD_CREDENTIALS]: 'bad user name or password',
+  [RETURN_CODE.NOT_AUTHORIZED]: 'not authorized'
+}
 
 function refusal (code: Code, message: string): AuthenticateError {
   const err = new Error(message) as AuthenticateError
@@ -49,6 +65,8 @@ export interface AuthenticateDeps {
   gate?: ConnectGate
   authFailures: AuthFailures
   exactlyOnce: ExactlyOnce
+  /** MQTT 5 Server Keep Alive (0: off), server-keep-alive.ts. */
+  serverKeepAliveSeconds: number
   guard: HookGuard
   metrics: Metrics
   log: Logger
@@ -66,35 +84,51 @@ export function createAuthenticateHooks (deps: AuthenticateDeps) {
       client.fgProtocol = packet.protocolVersion
       // Clean Session (3.1.1) or Clean Start (5): no QoS 2 state from before.
       deps.exactlyOnce.connecting(client, packet.clean !== false)
+      applyServerKeepAlive(client, packet, deps.serverKeepAliveSeconds)
       const req = upgradeRequestOf(client)
       client.fgListener = req ? 'ws' : (client.conn as TLSSocket).encrypted ? 'tls' : 'tcp'
       client.fgRemote = req?.socket.remoteAddress ?? (client.conn as Socket).remoteAddress
       if (client.fgListener === 'tls') client.fgCertNames = certificateNames(client.conn as TLSSocket)
+      if (client.fgOverLimit) {
+        metrics.connackRefusals.inc({ code: packet.protocolVersion === 5 ? String(REASON.QUOTA_EXCEEDED) : 'none', reason: 'max_connections' })
+        sampled('max_connections', { remote: client.fgRemote }, 'connection refused: MQTT_MAX_CONNECTIONS reached')
+        refuseV5(client, packet, REASON.QUOTA_EXCEEDED, 'quota exceeded: too many connections, try again later')
+        return done(new Error('too many connections'), false)
+      }
       if (!gate) return done(null, true)
       // The connection rate limit: a reconnect storm waits here, in order.
       gate.acquire(guard.wrap('preConnect', client, (admitted: boolean) => {
         if (admitted) return done(null, true)
         metrics.connackRefusals.inc({ code: packet.protocolVersion === 5 ? String(REASON.SERVER_BUSY) : 'none', reason: 'connect_queue_full' })
         sampled('connect_queue_full', { remote: client.fgRemote }, 'connection refused: connect queue full')
-        if (packet.protocolVersion === 5) {
-          // aedes answers a preConnect refusal with no CONNACK; a v5 client is
-          // told to come back later [MQTT-3.2.2-7].
-          const properties = packet.properties?.requestProblemInformation === false ? undefined : { reasonString: 'server busy: connect queue full' }
-          client.conn.write(mqttPacket.generate({ cmd: 'connack', sessionPresent: false, reasonCode: REASON.SERVER_BUSY, ...(properties ? { properties } : {}) }, { protocolVersion: 5 }))
-        }
+        refuseV5(client, packet, REASON.SERVER_BUSY, 'server busy: connect queue full')
         done(new Error('connect queue full'), false)
       }))
     })
+  }
+
+  // aedes answers a preConnect refusal with no CONNACK (3.1.1 has no code for
+  // "busy"); a v5 client is told why [MQTT-3.2.2-7], with a Reason String
+  // unless it set Request Problem Information to 0.
+  function refuseV5 (client: FleetClient, packet: IConnectPacket, reasonCode: number, reasonString: string) {
+    if (packet.protocolVersion !== 5) return
+    const properties = packet.properties?.requestProblemInformation === false ? undefined : { reasonString }
+    client.conn.write(mqttPacket.generate({ cmd: 'connack', sessionPresent: false, reasonCode, ...(properties ? { properties } : {}) }, { protocolVersion: 5 }))
   }
 
   function authenticate (client: FleetClient, username: string | undefined, password: Buffer | undefined, done: (err: AuthenticateError | null, ok: boolean) => void) {
     check(client, username, password).then(
       guard.wrap('authenticate', client, () => { authFailures.succeeded(client.fgRemote); done(null, true) }),
       guard.wrap('authenticate', client, (err: AuthenticateError) => {
-        const code = err.returnCode ?? RETURN_CODE.SERVER_UNAVAILABLE
+        const unexpected = err.returnCode === undefined
+        const code = (err.returnCode ?? RETURN_CODE.SERVER_UNAVAILABLE) as Code
+        // An unexpected error is answered as the outage it is (aedes would say 5).
+        err.returnCode = code
+        // Sent by the patched aedes (patches/), v5 only, when problem information is wanted.
+        ;(err as AuthenticateError & { reasonString?: string }).reasonString = REASON_STRING[code] ?? REASON_STRING[RETURN_CODE.SERVER_UNAVAILABLE]
         // A stable snake_case label from our own refusals; anything else
         // (an unexpected error) is not spelled into a label.
-        const reason = err.returnCode === undefined ? 'internal_error' : err.message.replace(/[^A-Za-z0-9]+/g, '_').toLowerCase()
+        const reason = unexpected ? 'internal_error' : err.message.replace(/[^A-Za-z0-9]+/g, '_').toLowerCase()
         metrics.connackRefusals.inc({ code: String(code), reason })
         sampled(`connack:${reason}`, { clientId: client.id, remote: client.fgRemote, code, reason: err.message }, 'connection refused')
         // Guessing is slowed down: each failure from an address doubles the

@@ -61,7 +61,7 @@ export function watchClientEvents (deps: ClientEventDeps): void {
     const reason = client.fgReason ?? (sentDisconnect(client) ? 'clean' : 'connection_lost')
     metrics.disconnects.inc({ reason })
     metrics.connectedClients.set(aedes.connectedClients)
-    if (client.fgDeviceId && !client.fgTakenOver) presence.disconnected(client.fgDeviceId)
+    if (client.fgDeviceId && !client.fgTakenOver) presence.disconnected(client.fgDeviceId, undefined, reason)
     // Its publishes still waiting for room will never be acknowledged: drop
     // them now (the device retransmits), so waiters stay bounded by live connections.
     deps.intake.cancel(client)

@@ -35,6 +35,13 @@ const STATE = Symbol('fleetgate.connackFirst')
 // A live copy comes within moments of the replay (it is the same publish,
 // routed); after this, what is left in `replayed` will never be matched.
 const REPLAYED_TTL_MS = 30_000
+// Live deliveries held per connection at most. The hold lasts as long as the
+// replay, which waits for the client's PUBACKs when its Receive Maximum is
+// reached (patches/, outbound-limits.ts): a client that does not acknowledge
+// must not make the broker hold its live traffic without bound. Past this a
+// held message is dropped (a persistent session still has it in its stored
+// queue) and reported, as the outbound queue does.
+export const MAX_HELD = 1000
 
 type Tracked = Client & { [STATE]?: ConnectionState }
 
@@ -48,8 +55,8 @@ function isReplayedCopy (state: ConnectionState, packet: StoredPacket): boolean 
   return id !== undefined && state.replayed.delete(id)
 }
 
-/** Called for each new connection, before its CONNECT is handled. */
-export function holdUntilReady (client: Client): void {
+/** Called for each new connection, before its CONNECT is handled; `dropped` hears of each message not held for lack of room. */
+export function holdUntilReady (client: Client, dropped: (packet: StoredPacket) => void = noop): void {
   const c = client as Tracked
   const state: ConnectionState = { held: [], replayed: new Set() }
   c[STATE] = state
@@ -60,7 +67,8 @@ export function holdUntilReady (client: Client): void {
     if (state.held === undefined) return deliver(packet, cb)
     // Routing is not held up meanwhile: the message is this connection's to
     // deliver now (a persistent session also has it in its stored queue).
-    state.held.push({ deliver, packet })
+    if (state.held.length < MAX_HELD) state.held.push({ deliver, packet })
+    else dropped(packet)
     setImmediate(cb)
   })
 }

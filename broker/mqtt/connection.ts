@@ -11,6 +11,7 @@ import type { Aedes } from 'aedes'
 import type { FleetClient } from './fleet-client.js'
 import type { HookGuard } from './hook-guard.js'
 import { holdUntilReady, releaseHeld } from './connack-first.js'
+import { carryAllSubscriptionIdentifiers } from './subscription-identifiers.js'
 import { enforceProtocolRules, limitPacketSize } from './packet-size-limit.js'
 import type { ProtocolViolationError } from './protocol-rules.js'
 import { hardenClient, sendDisconnectOnceConnackWritten, disconnectBeforeDestroy } from './aedes-internals.js'
@@ -27,14 +28,21 @@ export interface ConnectionDeps {
   sampled (key: string, fields: Record<string, unknown>, msg: string): void
 }
 
-export function createConnectionHandler (deps: ConnectionDeps): (conn: Duplex, req?: IncomingMessage) => FleetClient {
+export function createConnectionHandler (deps: ConnectionDeps): (conn: Duplex, req?: IncomingMessage, overLimit?: boolean) => FleetClient {
   const { metrics, guard, sampled, maxPacketBytes } = deps
-  return function handle (conn, req) {
+  return function handle (conn, req, overLimit) {
     const client = (deps.aedes.handle as (c: Duplex, r?: IncomingMessage) => FleetClient)(conn, req)
+    // Over MQTT_MAX_CONNECTIONS (listeners.ts): refused at its CONNECT.
+    if (overLimit) client.fgOverLimit = true
     hardenClient(client)
     sendDisconnectOnceConnackWritten(client)
     // CONNACK, then the stored session, then live messages (connack-first.ts).
-    holdUntilReady(client)
+    holdUntilReady(client, (packet) => {
+      metrics.outboundDiscarded.inc({ reason: 'queue_full' })
+      sampled('outbound_discarded:queue_full', { clientId: client.id, topic: packet.topic, reason: 'queue_full' }, 'message not sent to a client: over the limits it set (MQTT 5)')
+    })
+    // Every matching Subscription Identifier on the one copy delivered (v5).
+    carryAllSubscriptionIdentifiers(client)
     conn.once('close', () => guard.run('connection', client, () => releaseHeld(client, false)))
     try {
       limitPacketSize(client, maxPacketBytes, onOversized)

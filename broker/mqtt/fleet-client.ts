@@ -11,6 +11,8 @@ export interface FleetClient extends Client {
   fgAnonymous?: boolean
   /** The CONNECT had an empty client id with CleanSession=0 ([MQTT-3.1.3-8]). */
   fgEmptyIdPersistent?: boolean
+  /** Came in over MQTT_MAX_CONNECTIONS: its CONNECT is refused (v5: 0x97). */
+  fgOverLimit?: boolean
   /** The CONNECT's protocol level (3, 4 or 5), known from preConnect on. */
   fgProtocol?: number
   /** A newer connection of the same id took this one over. */

@@ -12,6 +12,7 @@ export type HookName =
   | 'preConnect' | 'authenticate' | 'authorizePublish' | 'authorizeSubscribe' | 'authorizeForward'
   | 'ingest' | 'deviceMessage' | 'client' | 'clientDisconnect' | 'subscribe' | 'clientReady'
   | 'keepaliveTimeout' | 'clientError' | 'connectionError' | 'ping' | 'connection'
+  | 'outboundDiscard' | 'sessionExpiry'
 
 interface GuardedClient extends Client {
   fgDeviceId?: string

@@ -28,10 +28,15 @@ export interface ListenerOptions {
   tcp?: boolean
   tls?: TlsListenerOptions
   listenBacklog?: number
-  /** Concurrent connections per listener; beyond, new ones are closed at once. */
+  /**
+   * Concurrent connections per listener. Beyond it, a new connection is
+   * still read up to its CONNECT, to be refused with a CONNACK (v5: 0x97
+   * quota exceeded), as long as there are fewer than overLimitHeadroom()
+   * such; beyond that it is closed at once, unread.
+   */
   maxConnections?: number
   maxPacketBytes: number
-  handle (conn: Duplex, req?: IncomingMessage): void
+  handle (conn: Duplex, req?: IncomingMessage, overLimit?: boolean): void
   metrics: Metrics
   log: Logger
 }
@@ -62,6 +67,18 @@ export function certificateNames (socket: TLSSocket): string[] | undefined {
   return names
 }
 
+/**
+ * Connections over MQTT_MAX_CONNECTIONS that are read up to their CONNECT to
+ * be refused with a reason code: 5% of the limit, 16 to 1000. Each holds a
+ * socket until its CONNECT arrives (or MQTT_CONNECT_TIMEOUT_MS passes), so
+ * they are bounded too; past them the kernel's accept is all there is, and
+ * a socket closed unread is the only answer (no CONNECT read, no protocol
+ * version known, no CONNACK possible).
+ */
+export function overLimitHeadroom (maxConnections: number): number {
+  return Math.min(1000, Math.max(16, Math.ceil(maxConnections * 0.05)))
+}
+
 export async function startListeners (opts: ListenerOptions): Promise<Listeners> {
   const { metrics, log, handle } = opts
   const servers: Server[] = []
@@ -70,9 +87,10 @@ export async function startListeners (opts: ListenerOptions): Promise<Listeners>
   // retransmission delay per device.
   const listen = async (server: Server, port: number, name: string) => {
     if (opts.maxConnections !== undefined) {
-      // Beyond this, new connections are closed at once (the kernel's
-      // accept never turns into an MQTT client, so no CONNACK can be sent).
-      server.maxConnections = opts.maxConnections
+      // Beyond the headroom, new connections are closed at once (the
+      // kernel's accept never turns into an MQTT client, so no CONNACK can
+      // be sent).
+      server.maxConnections = opts.maxConnections + overLimitHeadroom(opts.maxConnections)
       server.on('drop', () => metrics.connackRefusals.inc({ code: 'none', reason: 'max_connections' }))
     }
     server.listen({ port, host: opts.host, backlog: opts.listenBacklog ?? 4096 })
@@ -83,7 +101,17 @@ export async function startListeners (opts: ListenerOptions): Promise<Listeners>
     log.info({ host: opts.host, port: actual, listener: name }, 'MQTT listener ready')
     return actual
   }
-  const port = opts.tcp === false ? 0 : await listen(createServer((c) => handle(c)), opts.port, 'tcp')
+  // Open connections of one listener: past maxConnections, each new one is
+  // handed over marked, to be refused at its CONNECT (authenticate.ts).
+  const counted = () => {
+    let open = 0
+    return (c: Duplex) => {
+      open++
+      c.once('close', () => { open-- })
+      handle(c, undefined, opts.maxConnections !== undefined && open > opts.maxConnections)
+    }
+  }
+  const port = opts.tcp === false ? 0 : await listen(createServer(counted()), opts.port, 'tcp')
   let tlsPort: number | undefined
   if (opts.tls) {
     const t = opts.tls
@@ -95,7 +123,7 @@ export async function startListeners (opts: ListenerOptions): Promise<Listeners>
       requestCert: t.clientCert !== 'off',
       // 'required': the handshake fails without a certificate the CA signed.
       rejectUnauthorized: t.clientCert === 'required'
-    }, (c) => handle(c))
+    }, counted())
     tlsServer.on('tlsClientError', (err) => {
       metrics.connackRefusals.inc({ code: 'tls', reason: 'tls_handshake_failed' })
       log.info({ err: err.message }, 'TLS handshake refused')

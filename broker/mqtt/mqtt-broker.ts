@@ -11,6 +11,11 @@
 // | authorizeSubscribe, authorizeForward      | authorize-subscribe.ts   |
 // | events: presence, metrics, disconnect reasons | client-events.ts     |
 // | config and commands on subscribe          | session-delivery.ts      |
+// | the client's limits on what it receives   | outbound-limits.ts (+ patches/) |
+// | 3.1.1 session expiry, cluster resumes     | session-expiry.ts        |
+// | Server Keep Alive (v5)                    | server-keep-alive.ts     |
+// | will PUBLISH properties                   | will-message.ts          |
+// | all Subscription Identifiers on one copy  | subscription-identifiers.ts |
 // | the control plane's dispatch              | device-dispatch.ts       |
 // | aedes' private fields                     | aedes-internals.ts       |
 //
@@ -24,7 +29,10 @@ import { createLogSampler } from './log-sampler.js'
 import { withTimeout } from '../with-timeout.js'
 import { markReplayed } from './connack-first.js'
 import { createAuthFailures, createConnectGate } from './connection-limits.js'
-import { assertInternals, clientsOf, hardenBroker, interceptPublish } from './aedes-internals.js'
+import { assertInternals, clientsOf, hardenBroker, interceptPublish, rewritePublish } from './aedes-internals.js'
+import { withoutWillOnlyProperties } from './will-message.js'
+import { watchOutboundDiscards } from './outbound-limits.js'
+import { watchSessionExpiry } from './session-expiry.js'
 import { createExactlyOnce, type IncomingStore } from './qos2-exactly-once.js'
 import { createAuthenticateHooks } from './authenticate.js'
 import { createAuthorizePublish } from './authorize-publish.js'
@@ -84,6 +92,10 @@ export interface MqttBrokerOptions {
   topicAliasMaximum?: number
   /** Cap of the MQTT 5 Session Expiry Interval, in seconds (0: no cap). Default 0. */
   sessionExpiryMaxSeconds?: number
+  /** How long a 3.1.1 persistent session outlives its connection, in seconds (0: for ever, as aedes does). Default 0. */
+  sessionExpiryDefaultSeconds?: number
+  /** MQTT 5 Server Keep Alive for v5 clients asking for more or none, in seconds (0: off). Default 0. */
+  serverKeepAliveSeconds?: number
   /** Cluster mode: shared routing and session store (cluster-backend.ts); default in memory. */
   mq?: unknown
   persistence?: unknown
@@ -160,6 +172,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     gate,
     authFailures,
     exactlyOnce,
+    serverKeepAliveSeconds: opts.serverKeepAliveSeconds ?? 0,
     guard,
     metrics,
     log,
@@ -205,6 +218,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   aedesRef = aedes
   assertInternals(aedes)
   hardenBroker(aedes)
+  rewritePublish(aedes, withoutWillOnlyProperties)
 
   // What devices publish (telemetry, reported config, command results) is
   // stored, never delivered: authorizeForward refuses it to every subscriber.
@@ -218,6 +232,11 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
 
   const delivery = createSessionDelivery({ sessions: opts.sessions, log })
   watchClientEvents({ aedes, presence, intake, delivery, exactlyOnce, isAnswered: publishing.isAnswered, guard, metrics, log })
+  watchOutboundDiscards({ aedes, guard, metrics, sampled })
+  // 3.1.1 sessions capped like v5 ones (the cap applies to the default too).
+  const cap = opts.sessionExpiryMaxSeconds ?? 0
+  const legacyExpiry = opts.sessionExpiryDefaultSeconds ?? 0
+  const sessionExpiry = watchSessionExpiry({ aedes, defaultSeconds: cap > 0 && legacyExpiry > cap ? cap : legacyExpiry, exactlyOnce, guard, log })
   const handle = createConnectionHandler({ aedes, maxPacketBytes, guard, metrics, log, sampled })
   const listeners = await startListeners({
     host: opts.host,
@@ -254,6 +273,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
         await stopAccepting()
         intake.close()
         gate?.close()
+        sessionExpiry.close()
         for (const c of Object.values(clientsOf(aedes) as Record<string, FleetClient>)) c.fgReason ??= 'server_shutdown'
         // aedes closes every client (v5: DISCONNECT 0x8B), then its
         // mqemitter; with Redis gone the latter never calls back, so it is

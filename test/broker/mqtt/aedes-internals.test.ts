@@ -34,6 +34,41 @@ test('every aedes and mqtt-packet field fleetgate relies on is where aedes-inter
   }
 })
 
+test('the aedes patch (patches/aedes+2.0.0-beta.1.patch) is applied by the project\'s own install, and its absence fails loudly', async (t) => {
+  const pkg = JSON.parse(await readFile('package.json', 'utf8')) as { scripts: Record<string, string>, dependencies: Record<string, string> }
+  t.is(pkg.scripts.postinstall, 'patch-package', 'npm install / npm ci apply patches/ (npm 11 does not run dependencies\' scripts; the root project\'s run)')
+  t.truthy(pkg.dependencies['patch-package'], 'a dependency, so the production install (npm ci --omit=dev) applies it too')
+  const patch = await readFile('patches/aedes+2.0.0-beta.1.patch', 'utf8')
+  for (const file of ['lib/write.js', 'lib/handlers/connect.js', 'lib/handlers/puback.js', 'lib/handlers/pubrec.js', 'lib/client.js']) {
+    t.true(patch.includes(`b/node_modules/aedes/${file}`), `the patch covers ${file}`)
+    t.true((await readFile(`node_modules/aedes/${file}`, 'utf8')).includes('[fleetgate patch]'), `installed ${file} is patched`)
+  }
+  const dockerfile = await readFile('Dockerfile', 'utf8')
+  const stages = dockerfile.split(/^FROM /m).slice(1)
+  for (const stage of stages) {
+    const copy = stage.indexOf('COPY patches ./patches')
+    const ci = stage.search(/^RUN .*npm ci/m)
+    t.true(copy >= 0 && copy < ci, `patches/ is copied before npm ci in the stage ${stage.split('\n')[0]}`)
+  }
+  // An unpatched client (no outbound flow-control state) is named.
+  const aedes = await Aedes.createBroker()
+  try {
+    let client: Client | undefined
+    const server = createServer((conn) => { client = aedes.handle(conn) })
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    const socket: Socket = connect((server.address() as { port: number }).port, '127.0.0.1')
+    await once(socket, 'connect')
+    while (!client) await new Promise((resolve) => setImmediate(resolve))
+    delete (client as unknown as { _outbound?: unknown })._outbound
+    t.regex(t.throws(() => assertInternals(aedes, client))!.message, /client\._outbound: .*the patch was not applied/)
+    socket.destroy()
+    server.close()
+  } finally {
+    await new Promise<void>((resolve) => aedes.close(() => resolve()))
+  }
+})
+
 test('a moved field fails loudly, naming it', async (t) => {
   const aedes = await Aedes.createBroker()
   try {
@@ -50,7 +85,7 @@ test('a moved field fails loudly, naming it', async (t) => {
 
 // Names only aedes-internals.ts may use. packet-size-limit.ts wraps the
 // parser's steps it is handed by parserOf() (typed there).
-const PRIVATE = /\b(_parser|_disconnected|deliver0|deliverQoS|_notAuthorized|_requestProblemInformation|connackSent|_cleanStart|_topicAliases|_keepaliveTimer)\b|\.clients\b(?!\.)|(\bclient|\bc)\.subscriptions\b|\.req\b|aedes\.persistence\b|internal\.publish\b/
+const PRIVATE = /\b(_parser|_disconnected|deliver0|deliverQoS|_notAuthorized|_requestProblemInformation|connackSent|_cleanStart|_topicAliases|_keepaliveTimer|_serverKeepAlive|_outbound|clearSessionExpiry|clearDelayedWill|publishDiscarded)\b|\.clients\b(?!\.)|(\bclient|\bc)\.subscriptions\b|(?<!\.\.)\.req\b|aedes\.persistence\b|internal\.publish\b/
 const PARSER_STEPS = /\b_(parseLength|parseString|newPacket|emitError|pos|list)\b/
 
 async function sources (dir: string): Promise<string[]> {

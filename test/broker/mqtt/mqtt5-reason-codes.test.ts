@@ -50,6 +50,7 @@ test('CONNACK 0x88 while the credential store (PostgreSQL) is unreachable', asyn
       c.send(connectV5(d.id, d.secret))
       await waitFor(() => c.of('connack').length > 0, { what: 'CONNACK', timeoutMs: 15_000 })
       t.is(c.of('connack')[0].reasonCode, 0x88)
+      t.is(c.of('connack')[0].properties?.reasonString, 'server unavailable: try again later', 'a fixed text, not the database error')
       c.close()
       t.true(await metric(b, 'fleetgate_mqtt_connack_refusals_total', { code: '3', reason: 'credential_store_unavailable' }) >= 1)
     } finally {
@@ -88,6 +89,38 @@ test('CONNACK 0x89 (server busy) when the connect queue is full, with a reason s
     t.is(quiet.of('connack')[0].properties?.reasonString, undefined)
     t.is(await metric(b, 'fleetgate_mqtt_connack_refusals_total', { code: String(0x89), reason: 'connect_queue_full' }), 2)
     first.close()
+  })
+})
+
+test('CONNACK 0x97 (quota exceeded) past MQTT_MAX_CONNECTIONS, with a reason string unless Request Problem Information = 0; 3.1.1 is closed unanswered', async (t) => {
+  await withBroker({ MQTT_MAX_CONNECTIONS: 2 }, async (b) => {
+    const held = [await connected(b, 'v5-quota-1'), await connected(b, 'v5-quota-2')]
+    const d = await b.app.devices.create({ id: 'v5-quota-3' })
+    const over = raw(b.app.mqttPort)
+    over.send(connectV5(d.id, d.secret))
+    const quiet = raw(b.app.mqttPort)
+    quiet.send(connectV5(d.id, d.secret, { properties: { requestProblemInformation: false } }))
+    const legacy = raw(b.app.mqttPort, 4)
+    legacy.send({ cmd: 'connect', protocolId: 'MQTT', protocolVersion: 4, clientId: d.id, username: d.id, password: Buffer.from(d.secret), clean: true, keepalive: 30 } as Partial<Packet>)
+    await waitFor(() => over.closed && quiet.closed && legacy.closed, { what: 'refused connections closed' })
+    t.is(over.of('connack')[0]?.reasonCode, 0x97)
+    t.is(over.of('connack')[0].properties?.reasonString, 'quota exceeded: too many connections, try again later')
+    t.is(quiet.of('connack')[0]?.reasonCode, 0x97)
+    t.is(quiet.of('connack')[0].properties?.reasonString, undefined)
+    t.deepEqual(legacy.packets, [], '3.1.1 has no code for it: closed without CONNACK')
+    t.is(await metric(b, 'fleetgate_mqtt_connack_refusals_total', { code: String(0x97), reason: 'max_connections' }), 2)
+    t.is(await metric(b, 'fleetgate_mqtt_connack_refusals_total', { code: 'none', reason: 'max_connections' }), 1)
+    // A place frees up: the next CONNECT is accepted.
+    held[0]!.close()
+    await waitFor(async () => {
+      const c = raw(b.app.mqttPort)
+      c.send(connectV5(d.id, d.secret))
+      await waitFor(() => c.of('connack').length > 0 || c.closed, { what: 'CONNACK' })
+      c.close()
+      return c.of('connack')[0]?.reasonCode === 0 ? true : undefined
+    }, { what: 'accepted once a connection closed', intervalMs: 100 })
+    t.pass()
+    held[1]!.close()
   })
 })
 

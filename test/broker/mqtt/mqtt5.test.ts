@@ -46,6 +46,29 @@ test('CONNACK reason codes: 0x85 client id, 0x86 credentials, 0x87 disabled or n
   t.is(err?.code, 0x86)
 })
 
+test('CONNACK refusals carry a fixed reason string (0x85, 0x86, 0x87) unless Request Problem Information = 0, the same for an unknown device as for a wrong secret', async (t) => {
+  const dev = await device('v5-why')
+  const quiet = { properties: { requestProblemInformation: false } }
+  const wrong = await connackOf({}, dev.id, 'wrong-secret')
+  const unknown = await connackOf({}, 'v5-why-nobody', 'whatever')
+  t.is(wrong.reasonCode, 0x86)
+  t.is(wrong.properties?.reasonString, 'bad user name or password')
+  t.deepEqual(unknown.properties, wrong.properties, 'no oracle on device ids')
+  t.is((await connackOf(quiet, dev.id, 'wrong-secret')).properties?.reasonString, undefined)
+  const badId = await connackOf({ username: 'someone-else' }, dev.id, dev.secret)
+  t.is(badId.reasonCode, 0x85)
+  t.regex(badId.properties?.reasonString ?? '', /^client identifier not valid/)
+  t.is((await connackOf({ ...quiet, username: 'someone-else' }, dev.id, dev.secret)).properties?.reasonString, undefined)
+  await api(broker.app, 'PATCH', `/v1/devices/${dev.id}`, { disabled: true })
+  const disabled = await connackOf({}, dev.id, dev.secret)
+  t.is(disabled.reasonCode, 0x87)
+  t.is(disabled.properties?.reasonString, 'not authorized')
+  t.is((await connackOf(quiet, dev.id, dev.secret)).properties?.reasonString, undefined)
+  // mqtt.js hands the reason string to the application.
+  const err = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: dev.id, username: dev.id, password: 'nope', reconnectPeriod: 0 }).then(() => undefined, (e: Error & { code?: number }) => e)
+  t.is(err?.code, 0x86)
+})
+
 test('CONNACK properties advertise the real limits', async (t) => {
   const dev = await device('v5-props')
   const connack = await connackOf({}, dev.id, dev.secret)
@@ -174,6 +197,34 @@ test('QoS 2 state does not survive a clean reconnect (3.1.1): a reused packet id
   t.deepEqual(got, ['one', 'two'])
   again.close()
   await sub.endAsync()
+})
+
+test('a bad packet between CONNACK and the end of the session replay gets its reason-coded DISCONNECT (0x94 bad topic alias, 0x95 too large), not a bare close', async (t) => {
+  const mqttPacket = (await import('mqtt-packet')).default
+  const badAlias = mqttPacket.generate({ cmd: 'publish', topic: '', payload: Buffer.from('{}'), qos: 0, retain: false, dup: false, properties: { topicAlias: 65 } } as Packet, { protocolVersion: 5 })
+  // A QoS 1 PUBLISH declaring 2 MiB (MQTT_MAX_PACKET_BYTES is 1 MiB), its body never sent.
+  const tooLarge = Buffer.from([0x32, 0x80, 0x80, 0x80, 0x01])
+  const resume = { cmd: 'connect', protocolId: 'MQTT', protocolVersion: 5, clientId: 'early-bad', clean: false, keepalive: 30, properties: { sessionExpiryInterval: 60, receiveMaximum: 1 } } as Partial<Packet>
+  for (const [bad, code] of [[badAlias, 0x94], [tooLarge, 0x95]] as const) {
+    for (let i = 0; i < 5; i++) {
+      // A session with messages queued; resumed allowing one in flight, its
+      // replay waits for a PUBACK: aedes has written CONNACK but does not
+      // count the connection as connected yet.
+      const s = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: 'early-bad', clean: false, properties: { sessionExpiryInterval: 60 }, reconnectPeriod: 0 })
+      await s.subscribeAsync('plain/early-bad', { qos: 1 })
+      await s.endAsync()
+      const pub = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: 'early-bad-pub', reconnectPeriod: 0 })
+      for (const m of ['1', '2']) await pub.publishAsync('plain/early-bad', m, { qos: 1 })
+      await pub.endAsync()
+      const c = raw(broker.app.mqttPort)
+      c.send(resume)
+      await waitFor(() => c.of('publish').length > 0, { what: 'first replayed message' })
+      t.true(c.of('connack')[0]?.sessionPresent)
+      c.write(bad)
+      await waitFor(() => c.closed, { what: 'closed' })
+      t.is(c.of('disconnect')[0]?.reasonCode, code, `try ${i}: DISCONNECT 0x${code.toString(16)}`)
+    }
+  }
 })
 
 test('client ids and filters named like Object.prototype members are ordinary (GHSA-52qw-whmv-87c5, missing from the beta)', async (t) => {
