@@ -1,17 +1,29 @@
 // Commands with a lifecycle (issue 3): queued → sent → succeeded | failed,
-// or expired when the TTL passes first. Every transition is a conditional
-// UPDATE, so a late result cannot revive an expired command and two replicas
-// cannot both complete one. Final transitions NOTIFY, so `waitSeconds`
-// requests on any replica wake up without polling.
+// or expired when the TTL passes first, or cancelled by an operator (issue
+// 13). Every transition is a conditional UPDATE, so a late result cannot
+// revive an expired or cancelled command and two replicas cannot both
+// complete one. Final transitions NOTIFY, so `waitSeconds` requests on any
+// replica wake up without polling. The broker's own transitions (sent,
+// succeeded, failed, expired) are stored as `command` events in their
+// transaction and published after COMMIT (devices/change-recorder.ts); the
+// operator's (queued, cancelled) are recorded by the REST route with its
+// audit entry.
 import { randomUUID } from 'node:crypto'
 import type pg from 'pg'
+import { SYSTEM_ACTOR, withChanges, type ChangeRecorder, type Queryable } from './change-recorder.js'
 import { CHANNELS } from './dispatch.js'
 import { DomainError, notFound } from './domain-error.js'
+import { createLocalEventHub, type EventHub, type NewEvent } from './fleet-events.js'
 import { withTransaction } from './transaction.js'
 import { isUuid } from './uuid.js'
 
-export type CommandStatus = 'queued' | 'sent' | 'succeeded' | 'failed' | 'expired'
-export const FINAL: ReadonlySet<CommandStatus> = new Set(['succeeded', 'failed', 'expired'])
+export type CommandStatus = 'queued' | 'sent' | 'succeeded' | 'failed' | 'expired' | 'cancelled'
+export const COMMAND_STATUSES: CommandStatus[] = ['queued', 'sent', 'succeeded', 'failed', 'expired', 'cancelled']
+export const FINAL: ReadonlySet<CommandStatus> = new Set(['succeeded', 'failed', 'expired', 'cancelled'])
+
+/** The `command` event of a transition (API contract: data {commandId, name}). */
+export const commandEvent = (c: { id: string, deviceId: string, name: string }, type: CommandStatus): NewEvent =>
+  ({ kind: 'command', type, deviceId: c.deviceId, data: { commandId: c.id, name: c.name } })
 
 export interface Command {
   id: string
@@ -70,9 +82,15 @@ export interface CommandStore {
    * last day, returns that command instead (idempotency_key_reused when that
    * command is not this one; not_found when there is no such device).
    */
-  create (deviceId: string, cmd: NewCommand): Promise<{ command: Command, created: boolean }>
-  get (id: string): Promise<Command | undefined>
-  list (deviceId: string, limit: number, after?: [string, string]): Promise<Command[]>
+  create (deviceId: string, cmd: NewCommand, q?: pg.ClientBase): Promise<{ command: Command, created: boolean }>
+  get (id: string, q?: Queryable): Promise<Command | undefined>
+  list (deviceId: string, limit: number, after?: [string, string], status?: CommandStatus): Promise<Command[]>
+  /**
+   * An operator cancels a queued or sent command (issue 13), on the caller's
+   * transaction; not_found, or invalid_transition when it is final already.
+   * A result the device sends later is ignored, as for an expired command.
+   */
+  cancel (id: string, q: Queryable): Promise<{ before: CommandStatus, command: Command }>
   /** Queued, unexpired commands of many devices (one query), oldest first, at most `limit` each (delivered when they subscribe). */
   pendingMany (deviceIds: string[], limit?: number): Promise<Map<string, Command[]>>
   markSent (ids: string[]): Promise<void>
@@ -84,10 +102,20 @@ export interface CommandStore {
 
 const IDEMPOTENCY_WINDOW = "interval '1 day'"
 
-export function createCommandStore (pool: pg.Pool): CommandStore {
+export interface CommandStoreOptions {
+  /** Where the broker's transitions are published (default: nobody listens; they are still stored). */
+  events?: EventHub
+}
+
+export function createCommandStore (pool: pg.Pool, opts: CommandStoreOptions = {}): CommandStore {
+  const deps = { pool, hub: opts.events ?? createLocalEventHub() }
+  // The broker's own transitions: events, no audit entry.
+  const system = <T>(work: (client: pg.PoolClient, rec: ChangeRecorder) => Promise<T>) => withChanges(deps, SYSTEM_ACTOR, work)
   return {
-    async create (deviceId, cmd) {
-      return await withTransaction(pool, async (client) => {
+    async create (deviceId, cmd, q) {
+      // In the caller's transaction when given one (an audited REST call).
+      const inTransaction = <T>(work: (client: pg.ClientBase) => Promise<T>) => q ? work(q) : withTransaction(pool, work)
+      return await inTransaction(async (client) => {
         if (cmd.idempotencyKey) {
           // Serialise concurrent requests with the same key.
           await client.query('SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))', [deviceId, cmd.idempotencyKey])
@@ -117,17 +145,30 @@ export function createCommandStore (pool: pg.Pool): CommandStore {
       })
     },
 
-    async get (id) {
+    async get (id, q = pool) {
       if (!isUuid(id)) return undefined
-      const { rows } = await pool.query<Row>('SELECT * FROM commands WHERE id = $1', [id])
+      const { rows } = await q.query<Row>('SELECT * FROM commands WHERE id = $1', [id])
       return rows[0] ? toCommand(rows[0]) : undefined
     },
 
-    async list (deviceId, limit, after) {
+    async list (deviceId, limit, after, status) {
       const { rows } = await pool.query<Row>(
         `SELECT * FROM commands WHERE device_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2::timestamptz, $3::uuid))
-          ORDER BY created_at, id LIMIT $4`, [deviceId, after?.[0] ?? null, after?.[1] ?? null, limit])
+            AND ($5::text IS NULL OR status = $5)
+          ORDER BY created_at, id LIMIT $4`, [deviceId, after?.[0] ?? null, after?.[1] ?? null, limit, status ?? null])
       return rows.map(toCommand)
+    },
+
+    async cancel (id, q) {
+      if (!isUuid(id)) throw notFound(`command ${id}`)
+      const { rows: current } = await q.query<{ status: CommandStatus }>('SELECT status FROM commands WHERE id = $1 FOR UPDATE', [id])
+      const before = current[0]?.status
+      if (before === undefined) throw notFound(`command ${id}`)
+      if (FINAL.has(before)) throw new DomainError('invalid_transition', `command ${id} is already ${before}; only a queued or sent command can be cancelled`)
+      // The NOTIFY is delivered at COMMIT: waiters wake to the cancelled state.
+      const { rows } = await q.query<Row>(
+        `UPDATE commands SET status = 'cancelled', completed_at = now() WHERE id = $1 RETURNING *, pg_notify('${CHANNELS.commandDone}', id::text)`, [id])
+      return { before, command: toCommand(rows[0]!) }
     },
 
     async pendingMany (deviceIds, limit = 1000) {
@@ -142,33 +183,45 @@ export function createCommandStore (pool: pg.Pool): CommandStore {
 
     async markSent (ids) {
       if (ids.length === 0) return
-      await pool.query('UPDATE commands SET status = \'sent\', sent_at = now() WHERE id = ANY($1::uuid[]) AND status = \'queued\'', [ids])
+      await system(async (client, rec) => {
+        const { rows } = await client.query<{ id: string, device_id: string, name: string }>(
+          'UPDATE commands SET status = \'sent\', sent_at = now() WHERE id = ANY($1::uuid[]) AND status = \'queued\' RETURNING id, device_id, name', [ids])
+        for (const r of rows) rec.event(commandEvent({ id: r.id, deviceId: r.device_id, name: r.name }, 'sent'))
+      })
     },
 
     async complete (deviceId, id, status, result) {
       if (!isUuid(id)) return { outcome: 'unknown' }
-      const { rows } = await pool.query<{ id: string, correlation_id: string | null }>(
-        `WITH done AS (
-           UPDATE commands SET status = $3, result = $4, completed_at = now()
-            WHERE id = $1 AND device_id = $2 AND status IN ('queued', 'sent') AND expires_at > now()
-            RETURNING id, correlation_id)
-         SELECT id, correlation_id, pg_notify('${CHANNELS.commandDone}', id::text) FROM done`,
-        [id, deviceId, status, result === undefined ? null : JSON.stringify(result)])
-      if (rows.length === 1) return { outcome: 'completed', correlationId: rows[0]!.correlation_id }
+      const done = await system(async (client, rec) => {
+        const { rows } = await client.query<{ id: string, name: string, correlation_id: string | null }>(
+          `WITH done AS (
+             UPDATE commands SET status = $3, result = $4, completed_at = now()
+              WHERE id = $1 AND device_id = $2 AND status IN ('queued', 'sent') AND expires_at > now()
+              RETURNING id, name, correlation_id)
+           SELECT id, name, correlation_id, pg_notify('${CHANNELS.commandDone}', id::text) FROM done`,
+          [id, deviceId, status, result === undefined ? null : JSON.stringify(result)])
+        if (rows[0]) rec.event(commandEvent({ id, deviceId, name: rows[0].name }, status))
+        return rows[0]
+      })
+      if (done) return { outcome: 'completed', correlationId: done.correlation_id }
+      // Expired or cancelled meanwhile (or answered twice): ignored, and counted by the caller.
       const { rows: existing } = await pool.query('SELECT 1 FROM commands WHERE id = $1 AND device_id = $2', [id, deviceId])
       return { outcome: existing.length === 1 ? 'finished' : 'unknown' }
     },
 
     async expire () {
-      const { rows } = await pool.query(
-        // In batches, so a large backlog never runs into the statement timeout.
-        `WITH gone AS (
-           UPDATE commands SET status = 'expired', completed_at = now()
-            WHERE id IN (SELECT id FROM commands WHERE status IN ('queued', 'sent') AND expires_at <= now() LIMIT 5000)
-              AND status IN ('queued', 'sent')
-            RETURNING id)
-         SELECT pg_notify('${CHANNELS.commandDone}', id::text) FROM gone`)
-      return rows.length
+      return await system(async (client, rec) => {
+        const { rows } = await client.query<{ id: string, device_id: string, name: string }>(
+          // In batches, so a large backlog never runs into the statement timeout.
+          `WITH gone AS (
+             UPDATE commands SET status = 'expired', completed_at = now()
+              WHERE id IN (SELECT id FROM commands WHERE status IN ('queued', 'sent') AND expires_at <= now() LIMIT 5000)
+                AND status IN ('queued', 'sent')
+              RETURNING id, device_id, name)
+           SELECT id, device_id, name, pg_notify('${CHANNELS.commandDone}', id::text) FROM gone`)
+        for (const r of rows) rec.event(commandEvent({ id: r.id, deviceId: r.device_id, name: r.name }, 'expired'))
+        return rows.length
+      })
     }
   }
 }

@@ -39,3 +39,11 @@ export function iso (d: Date | null): string | null
 export function iso (d: Date | null): string | null {
   return d === null ? null : d.toISOString()
 }
+
+/**
+ * A request field that may be null: `nullable` rather than a union with
+ * null. fastify's ajv coerces types, and in a union it turns null into 0 in
+ * a number branch (0 is a threshold: pause at the first failure) or "" in a
+ * string branch; for a nullable type it coerces only what matches neither.
+ */
+export const nullable = <T extends TSchema>(schema: T) => Type.Unsafe<Static<T> | null>({ ...schema, nullable: true })

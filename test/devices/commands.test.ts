@@ -114,3 +114,62 @@ test('waitSeconds ends with the current state when nothing happens; errors are 4
   t.is((await api(broker.app, 'POST', '/v1/devices/nobody/commands', { name: 'x' })).status, 404)
   t.is((await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'x', ttlSeconds: 0 })).status, 400)
 })
+
+test('cancel (issue 13): a waiter wakes with cancelled, a later result is ignored and counted, a final command is 409', async (t) => {
+  const d = await device('cmd-cancel')
+  const client = await d.connect()
+  const got = commandsOf(client, d.id)
+  await client.subscribeAsync(`devices/${d.id}/commands/+`, { qos: 1 })
+  const c = (await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'long-job', ttlSeconds: 600 })).body
+  t.is(c.status, 'sent')
+  await waitFor(() => got.length >= 1)
+  const waiting = api(broker.app, 'GET', `/v1/commands/${c.id}?waitSeconds=30`)
+  const t0 = Date.now()
+  const cancelled = await api(broker.app, 'POST', `/v1/commands/${c.id}/cancel`)
+  t.is(cancelled.status, 200)
+  t.is(cancelled.body.status, 'cancelled')
+  t.truthy(cancelled.body.completedAt)
+  const woke = await waiting
+  t.true(Date.now() - t0 < 5000, 'the waiter woke at the cancel')
+  t.is(woke.body.status, 'cancelled')
+
+  const finished = async () => (await broker.app.metrics.registry.getSingleMetric('fleetgate_device_messages_total')!.get())
+    .values.find((v) => v.labels.kind === 'command_result' && v.labels.outcome === 'finished')?.value ?? 0
+  const before = await finished()
+  await client.publishAsync(`devices/${d.id}/commands/${c.id}/result`, JSON.stringify({ status: 'succeeded', result: { late: true } }), { qos: 1 })
+  await waitFor(async () => await finished() === before + 1, { what: 'the late result counted' })
+  const after = (await api(broker.app, 'GET', `/v1/commands/${c.id}`)).body
+  t.is(after.status, 'cancelled')
+  t.is(after.result, null)
+
+  const again = await api(broker.app, 'POST', `/v1/commands/${c.id}/cancel`)
+  t.is(again.status, 409)
+  t.is(again.body.code, 'invalid_transition')
+  t.regex(again.body.detail, /already cancelled/)
+  const done = (await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'quick' })).body
+  await client.publishAsync(`devices/${d.id}/commands/${done.id}/result`, JSON.stringify({ status: 'succeeded' }), { qos: 1 })
+  const late = await api(broker.app, 'POST', `/v1/commands/${done.id}/cancel`)
+  t.is(late.status, 409)
+  t.regex(late.body.detail, /already succeeded/)
+  t.is((await api(broker.app, 'POST', '/v1/commands/00000000-0000-0000-0000-000000000000/cancel')).status, 404)
+  t.is((await api(broker.app, 'POST', '/v1/commands/not-a-uuid/cancel')).status, 404)
+
+  const list = await api(broker.app, 'GET', `/v1/devices/${d.id}/commands?status=cancelled`)
+  t.deepEqual(list.body.items.map((x: { id: string }) => x.id), [c.id])
+  t.is((await api(broker.app, 'GET', `/v1/devices/${d.id}/commands?status=bogus`)).status, 400)
+  await client.endAsync()
+})
+
+test('a cancelled queued command is never delivered when its device subscribes', async (t) => {
+  const d = await device('cmd-cancel-queued')
+  const c = (await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'never', ttlSeconds: 600 })).body
+  const keep = (await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'later', ttlSeconds: 600 })).body
+  t.is(c.status, 'queued')
+  t.is((await api(broker.app, 'POST', `/v1/commands/${c.id}/cancel`)).body.status, 'cancelled')
+  const client = await d.connect()
+  const got = commandsOf(client, d.id)
+  await client.subscribeAsync(`devices/${d.id}/commands/+`, { qos: 1 })
+  await waitFor(() => got.length >= 1)
+  t.deepEqual(got.map((g) => g.body.id), [keep.id])
+  await client.endAsync()
+})
