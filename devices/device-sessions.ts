@@ -74,9 +74,16 @@ export function createDeviceSessions (deps: { configs: ConfigStore, commands: Co
       const body = parseObject(payload)
       const version = body?.version
       if (!body || typeof version !== 'number' || !Number.isInteger(version) || version < 0 || version > 2_147_483_647) return { outcome: 'invalid' }
-      const lag = await configs.recordReported(deviceId, version, body.config).catch(refusedValue)
+      // Issue 13: `{version}` (the form before it) and `{version, status:
+      // "applied"}` mean applied; `{version, status: "failed", error}` that
+      // applying failed. Another status, or an error that is not a string,
+      // is invalid; an error is optional, and cut at MAX_REPORT_ERROR_CHARS.
+      const status = body.status ?? 'applied'
+      if ((status !== 'applied' && status !== 'failed') || (body.error !== undefined && body.error !== null && typeof body.error !== 'string')) return { outcome: 'invalid' }
+      const report = { version, config: body.config, status, error: typeof body.error === 'string' ? body.error : null } as const
+      const lag = await configs.recordReported(deviceId, report).catch(refusedValue)
       if (lag === 'invalid') return { outcome: 'invalid' }
-      return lag === undefined ? { outcome: 'unknown' } : { outcome: 'recorded', syncLagSeconds: lag ?? undefined }
+      return lag === undefined ? { outcome: 'unknown' } : { outcome: 'recorded', syncLagSeconds: lag ?? undefined, status }
     },
 
     async commandResult (deviceId, commandId, payload) {

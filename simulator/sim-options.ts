@@ -24,6 +24,7 @@ export interface SimOptions {
   idPrefix: string
   labels: Record<string, string>
   commandFailRatio: number
+  configFailRatio: number
   commandDelayMs: number
   churnPerMinute: number
   devicesPerProcess: number
@@ -56,6 +57,7 @@ export const USAGE = `usage: npm run simulate -- [flags]
   --id-prefix P           device id prefix  [sim]
   --label k=v             labels for provisioned devices (repeatable)
   --command-fail-ratio F  share of commands answered "failed"  [0]
+  --config-fail-ratio F   share of config versions reported {"status": "failed"} instead of applied  [0]
   --command-delay MS      time a device takes to execute a command  [0]
   --churn F               fraction of devices that drop and reconnect per minute  [0]
   --devices-per-process N at most this many devices per child process (20,000 open files per process)  [15000]
@@ -104,6 +106,7 @@ export function parseSimOptions (argv: string[]): SimOptions {
         'id-prefix': { type: 'string' },
         label: { type: 'string', multiple: true },
         'command-fail-ratio': { type: 'string' },
+        'config-fail-ratio': { type: 'string' },
         'command-delay': { type: 'string' },
         churn: { type: 'string' },
         'devices-per-process': { type: 'string' },
@@ -167,6 +170,7 @@ export function parseSimOptions (argv: string[]): SimOptions {
     idPrefix,
     labels,
     commandFailRatio: num('command-fail-ratio', values['command-fail-ratio'], 0, 0, 1, false),
+    configFailRatio: num('config-fail-ratio', values['config-fail-ratio'], 0, 0, 1, false),
     commandDelayMs: num('command-delay', values['command-delay'], 0, 0, 600_000),
     churnPerMinute: num('churn', values.churn, 0, 0, 1, false),
     devicesPerProcess: num('devices-per-process', values['devices-per-process'], 15_000, 1, 19_000),

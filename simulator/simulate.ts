@@ -84,6 +84,7 @@ export async function simulate (o: SimOptions, onStatus: (line: string) => void 
       commands: o.provision,
       commandDelayMs: o.commandDelayMs,
       commandFailRatio: o.commandFailRatio,
+      configFailRatio: o.configFailRatio,
       reconnect: { baseMs: 500, maxMs: 30_000, jitter: 'full' }
     },
     load: { kind: 'interval', intervalMs: o.intervalMs, jitter: o.jitter },

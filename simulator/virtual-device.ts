@@ -12,7 +12,8 @@
 //     `readings` readings per message, each `{ts, seq, temp, hum, pad}` with
 //     its own sequence number, so that a run can be checked reading by reading;
 //   - applies configs from devices/{id}/config (newer versions only: a push can
-//     race the delivery on subscribe) and reports them on …/config/reported;
+//     race the delivery on subscribe) and reports them on …/config/reported,
+//     as failed at `configFailRatio`;
 //   - answers commands from devices/{id}/commands/{commandId} on …/result after
 //     `commandDelayMs`, 'failed' at `commandFailRatio`;
 //   - with MQTT 5 (profile.protocolVersion 5): answers a command through the
@@ -63,6 +64,8 @@ export interface DeviceProfile {
   commands: boolean
   commandDelayMs: number
   commandFailRatio: number
+  /** Share of config versions reported `failed` instead of applied (issue 13: rollouts that stop themselves); default 0. */
+  configFailRatio?: number
   reconnect: BackoffPolicy
 }
 
@@ -252,6 +255,12 @@ export function createVirtualDevice (identity: DeviceIdentity, profile: DevicePr
         const version = msg.version
         if (version <= applied) return
         applied = version
+        if ((profile.configFailRatio ?? 0) > 0 && host.random() < profile.configFailRatio!) {
+          // The failed form of the report (README, MQTT contract).
+          const report = { version, status: 'failed', error: 'simulated apply failure' }
+          c.publish(topics.configReported(id), JSON.stringify(report), { qos: 1 }, (err) => { if (err) observer.error('config_report') })
+          return
+        }
         c.publish(topics.configReported(id), JSON.stringify({ version }), { qos: 1 }, (err) => {
           if (err) observer.error('config_report'); else observer.configApplied(self, version, Date.now())
         })
