@@ -6,6 +6,11 @@
 //                   authentication and RSS per connection, vs plain aedes and Mosquitto
 //   3. fan-out      bench-config-push: one config to 10,000 connected devices
 //   4. commands     command round trip p50/p99 under telemetry load vs idle
+//   5. aggregate    bench-aggregate: a device's last 24 h of one-second readings
+//                   aggregated per 1m/5m bucket (p50/p99) vs paging the raw readings
+//                   and vs the same SQL without the (device, time) index
+//   6. event streams bench-events-overhead: the ingest load (window 64) with 0 and
+//                   with 10 event streams of every kind (ABBA), stored/s ratio
 // Writes results/*.json, results/ingest.svg and BENCHMARKS.md.
 // --quick: every scenario at a tiny size, written under results/quick/ (a
 // smoke run of the whole suite, not figures; the published ones are untouched).
@@ -75,12 +80,69 @@ function svgBars (title: string, bars: Array<{ label: string, value: number }>, 
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n<text x="10" y="24" font-size="16" font-weight="bold">${title}</text>\n${rows}\n</svg>\n`
 }
 
+interface AggregateTiming { runs: number, p50Ms: number, p99Ms: number }
+interface AggregateResults {
+  fleet: number
+  load: { start: number, end: number }
+  scenarios: Record<string, Record<string, { buckets: number, api: AggregateTiming, sql: AggregateTiming, cpu?: AggregateTiming, plan: string[], noIndex: AggregateTiming }>>
+  paging: AggregateTiming
+  checks: Array<{ goal: string, value: string, ok: boolean }>
+}
+
+/** Section 5 of BENCHMARKS.md, from results/bench-aggregate.json. */
+function aggregateLines (agg: AggregateResults): string[] {
+  const label: Record<string, string> = { alone: 'alone in the table', inFleet: `among ${agg.fleet.toLocaleString('en')} devices (1 reading/min each)` }
+  const scan = (plan: string[]) => plan.some((p) => p.includes('Index')) ? 'index (device_id, ts)' : 'sequential'
+  return [
+    '## 5. Telemetry aggregate (one device, a reading a second, 24 h = 86,400 readings)',
+    '',
+    `\`GET /v1/devices/{id}/telemetry/aggregate?field=temp&bucket=…\` over the last 24 hours, over HTTP; the same SQL timed inside PostgreSQL with its plan, the CPU time of its backend (serial plan), and without indexes. Load average ${agg.load.start} → ${agg.load.end}.`,
+    '',
+    '| device | bucket | API p50 | API p99 | SQL p50 | SQL CPU p50 | plan | SQL without index p50 |',
+    '|---|---|---:|---:|---:|---:|---|---:|',
+    ...Object.entries(agg.scenarios).flatMap(([name, byBucket]) => Object.entries(byBucket).map(([bucket, r]) =>
+      `| ${label[name] ?? name} | ${bucket} (${r.buckets} buckets) | ${r.api.p50Ms} ms | ${r.api.p99Ms} ms | ${r.sql.p50Ms} ms | ${r.cpu ? `${r.cpu.p50Ms} ms` : '—'} | ${scan(r.plan)} | ${r.noIndex.p50Ms} ms |`)),
+    `| baseline: the raw readings paged through \`GET /telemetry\` (87 pages) and aggregated by the client | 1m | ${agg.paging.p50Ms} ms | ${agg.paging.p99Ms} ms | — | — | — | — |`,
+    '',
+    ...agg.checks.map((c) => `- ${c.ok ? '✔' : '✘'} ${c.goal}: ${c.value}`),
+    ''
+  ]
+}
+
+interface EventsResults {
+  params: { DEVICES: number, WINDOW: number, SECONDS: number, STREAMS: number }
+  runs: Array<{ streams: number, storedPerSecond: number, brokerCpuPercent: number, consumer?: { eventsPerSecond: number, mbPerSecond: number, dropped: number, cpuPercent: number } }>
+  brokerCpuMicrosPerReading: { without: number, with: number }
+  storedPerSecond: { without: number, with: number }
+  costPercent: number
+  ok: boolean
+}
+
+/** Section 6 of BENCHMARKS.md, from results/bench-events.json. */
+function eventsLines (ev: EventsResults): string[] {
+  return [
+    `## 6. Event streams (${ev.params.STREAMS} streams of every kind during the ingest load)`,
+    '',
+    `\`bench-events-overhead\`: ${ev.params.DEVICES.toLocaleString('en')} QoS 1 devices, window ${ev.params.WINDOW}, ${ev.params.SECONDS} s per run, in the order 0, ${ev.params.STREAMS}, ${ev.params.STREAMS}, 0 streams (\`GET /v1/events\`, no filter, read by another process).`,
+    '',
+    '| streams | stored/s | broker CPU | events/s sent to the streams | MB/s | dropped | reading process CPU |',
+    '|---:|---:|---:|---:|---:|---:|---:|',
+    ...ev.runs.map((r) => `| ${r.streams} | ${r.storedPerSecond} | ${r.brokerCpuPercent}% | ${r.consumer?.eventsPerSecond ?? '—'} | ${r.consumer?.mbPerSecond ?? '—'} | ${r.consumer?.dropped ?? '—'} | ${r.consumer ? `${r.consumer.cpuPercent}%` : '—'} |`),
+    '',
+    `- ${ev.ok ? '✔' : '✘'} stored/s with ${ev.params.STREAMS} streams ${ev.storedPerSecond.with} vs ${ev.storedPerSecond.without} without: cost ${ev.costPercent}% (goal ≤ 5%)`,
+    `- broker CPU per stored reading: ${ev.brokerCpuMicrosPerReading.without} µs without streams, ${ev.brokerCpuMicrosPerReading.with} µs with ${ev.params.STREAMS}`,
+    ''
+  ]
+}
+
 async function main () {
   await mkdir(results, { recursive: true })
   // 1. ingest (+ Mosquitto), raw insert rates; 3. fan-out
   run('bench-insert-paths', [QUICK ? '200' : '1000', QUICK ? '5' : '40', join(results, 'bench-insert.json')])
   run('bench-ingest', [...(QUICK ? ['--devices', '100', '--warmup', '1', '--seconds', '2'] : []), '--out', join(results, 'bench-ingest.json')])
   run('bench-config-push', ['--sizes', QUICK ? '200' : '10000', '--bulk', '0', '--out', join(results, 'bench-config-push.json')])
+  run('bench-events-overhead', [...(QUICK ? ['--devices', '100', '--warmup', '1', '--seconds', '2'] : []), '--out', join(results, 'bench-events.json')])
+  run('bench-aggregate', [...(QUICK ? ['--runs', '5', '--fleet', '10', '--paging-runs', '1'] : []), '--out', join(results, 'bench-aggregate.json')])
 
   // 2. connections and 4. commands, on brokers started here
   const env = await startBenchEnvironment({ name: 'suite' })
@@ -111,6 +173,8 @@ async function main () {
     const ingest = JSON.parse(await readFile(join(results, 'bench-ingest.json'), 'utf8')) as { results: Array<{ name: string, ackedPerSecond: number, storedPerSecond?: number, p50Ms: number, p99Ms: number, brokerRssMaxMb: number }>, checks: Array<{ goal: string, value: unknown, ok: boolean }> }
     const insert = JSON.parse(await readFile(join(results, 'bench-insert.json'), 'utf8')) as { rowsPerSecond: Record<string, number> }
     const fan = JSON.parse(await readFile(join(results, 'bench-config-push.json'), 'utf8')) as { results: Array<{ devices: number, parallelPuts: Record<string, number>, rollout: Record<string, number> }> }
+    const agg = JSON.parse(await readFile(join(results, 'bench-aggregate.json'), 'utf8')) as AggregateResults
+    const ev = JSON.parse(await readFile(join(results, 'bench-events.json'), 'utf8')) as EventsResults
     await writeFile(join(results, 'ingest.svg'), svgBars('QoS 1 messages acknowledged per second (1,000 devices, same load generator)', ingest.results.map((r) => ({ label: r.name, value: r.ackedPerSecond })), '/s'))
     const bestFg = Math.max(...ingest.results.filter((r) => r.name.startsWith('fleetgate')).map((r) => r.storedPerSecond ?? 0))
     const best = (prefix: string) => Math.max(0, ...ingest.results.filter((r) => r.name.startsWith(prefix)).map((r) => r.ackedPerSecond))
@@ -162,7 +226,9 @@ async function main () {
       `| 1,000 devices, 5 msg/s each (${loadCmd.messages.ackedPerSecond}/s telemetry) | ${loadCmd.commandRoundTrip.count} | ${loadCmd.commandRoundTrip.p50Ms} ms | ${loadCmd.commandRoundTrip.p99Ms} ms | ${loadCmd.commandRoundTrip.maxMs} ms |`,
       '',
       `under load / idle p99: ${(loadCmd.commandRoundTrip.p99Ms / Math.max(1, idleCmd.commandRoundTrip.p99Ms)).toFixed(2)}`,
-      ''
+      '',
+      ...aggregateLines(agg),
+      ...eventsLines(ev)
     ]
     if (QUICK) lines.splice(1, 0, '', '**Quick smoke run (`npm run bench -- --quick`): tiny sizes, not figures.**')
     await writeFile(QUICK ? join(results, 'BENCHMARKS.md') : join(root, 'BENCHMARKS.md'), lines.join('\n'))
