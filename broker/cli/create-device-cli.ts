@@ -1,6 +1,7 @@
 // `npm run -s device:create -- --id sensor-1 [--name "Boiler 1"] [--label site=berlin]… [--init]`
 // Creates a device and prints {"id":…,"secret":…} as one JSON line on stdout
 // (the secret is shown only here, once). Logs, and the database used, go to stderr.
+// `fleetgate devices create` does the same through the REST API (audited).
 import { parseArgs } from 'node:util'
 import { createLogger } from '../logger.js'
 import { withDatabase } from '../database-target.js'
@@ -9,7 +10,10 @@ import { parseLabel } from '../../devices/labels.js'
 import { createDeviceStore } from '../../devices/device-store.js'
 import { DomainError } from '../../devices/domain-error.js'
 
-const usage = 'usage: npm run -s device:create -- [--id ID] [--name NAME] [--label key=value]… [--count N --prefix P] [--init]\n  --init  without DATABASE_URL, create a new embedded database in DATA_DIR if it has none'
+const usage = 'usage: npm run -s device:create -- [--id ID] [--name NAME] [--label key=value]… [--count N --prefix P] [--init]\n' +
+  '  Works on the database directly (no running broker or token needed).\n' +
+  '  With a running broker: fleetgate devices create ID --name NAME --label key=value\n' +
+  '  --init  without DATABASE_URL, create a new embedded database in DATA_DIR if it has none'
 
 function fail (message: string, code = 2): never {
   process.stderr.write(`device:create: ${message}\n`)

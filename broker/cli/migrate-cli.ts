@@ -1,9 +1,7 @@
-// `npm run migrate [-- --init]`: apply pending migrations and exit (the Helm
-// chart's pre-install/pre-upgrade Job runs the same, with DATABASE_URL).
+// `npm run migrate [-- --init]` (also `fleetgate migrate`): apply pending
+// migrations and exit.
 import { parseArgs } from 'node:util'
-import { createLogger } from '../logger.js'
-import { withDatabase } from '../database-target.js'
-import { cliConfig } from './cli-database.js'
+import { runMigrations } from './run-migrations.js'
 
 const usage = 'usage: npm run migrate [-- --init]\n  --init  without DATABASE_URL, create a new embedded database in DATA_DIR if it has none'
 
@@ -18,9 +16,4 @@ try {
 } catch (err) { fail(`${(err as Error).message}\n${usage}`) }
 if (args.help) { process.stdout.write(usage + '\n'); process.exit(0) }
 
-const config = cliConfig('migrate', args.init ?? false, fail)
-const log = createLogger({ level: config.LOG_LEVEL, pretty: process.stderr.isTTY, destination: process.stderr })
-try {
-  await withDatabase(config, log, async () => {})
-  log.info('schema is current')
-} catch (err) { fail((err as Error).stack ?? String(err), 1) }
+await runMigrations('migrate', args.init ?? false, fail)
