@@ -3,6 +3,7 @@
 // support, plus typescript-eslint's recommended rules.
 import neostandard from 'neostandard'
 import tseslint from 'typescript-eslint'
+import globals from 'globals'
 
 export default [
   { ignores: ['dist/**', 'node_modules/**', 'results/**', 'helm/**', '.data/**'] },
@@ -22,6 +23,16 @@ export default [
       // Late-bound references (assigned once start-up reaches them, read by
       // closures created before) stay `let`.
       'prefer-const': ['error', { ignoreReadBeforeAssign: true }]
+    }
+  },
+  {
+    // The web console's client: browser ES modules; htm templates nest
+    // conditional markup inside ternaries, which one-line layouts read best.
+    files: ['console/app/**/*.js'],
+    languageOptions: { globals: globals.browser },
+    rules: {
+      '@stylistic/multiline-ternary': 'off',
+      'new-cap': ['error', { newIsCapExceptions: ['uPlot'] }]
     }
   }
 ]

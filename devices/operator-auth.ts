@@ -1,6 +1,11 @@
 // Operator authentication (issue 3): `Authorization: Bearer <token>`. The
 // ADMIN_TOKEN from the environment is the first token (all scopes); others
 // are API tokens created by an admin (devices/token-store.ts).
+// The web console (issue 14) sends the same token in the HttpOnly
+// `fleetgate_session` cookie instead; a request authenticated by that cookie
+// must prove for every state-changing method that it was made by the console's
+// own script (header `x-csrf-token`, see csrfTokenFor), because a browser
+// attaches cookies to requests other sites trigger, never custom headers.
 import { timingSafeEqual, createHash } from 'node:crypto'
 import type { FastifyRequest } from 'fastify'
 import type { Actor } from './change-recorder.js'
@@ -14,6 +19,40 @@ declare module 'fastify' {
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest()
+
+/** The console's session cookie: holds the operator's API token. */
+export const SESSION_COOKIE = 'fleetgate_session'
+
+/**
+ * The CSRF token of a session: derived from the session token itself, so
+ * every replica computes the same value without shared state, and nobody
+ * without the token (which the HttpOnly cookie hides from scripts) can.
+ */
+export function csrfTokenFor (sessionToken: string): string {
+  return createHash('sha256').update('csrf:' + sessionToken).digest('base64url')
+}
+
+/** The session token from a Cookie header, if the console's cookie is there. */
+export function sessionTokenOf (req: FastifyRequest): string | undefined {
+  const header = req.headers.cookie
+  if (!header) return undefined
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=')
+    if (eq < 0 || part.slice(0, eq).trim() !== SESSION_COOKIE) continue
+    const value = part.slice(eq + 1).trim()
+    // A malformed escape is no session (401 as without a cookie), never a 500.
+    try { return value === '' ? undefined : decodeURIComponent(value) } catch { return undefined }
+  }
+  return undefined
+}
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
+
+function csrfMatches (req: FastifyRequest, sessionToken: string): boolean {
+  const given = req.headers['x-csrf-token']
+  if (typeof given !== 'string') return false
+  return timingSafeEqual(digest(given), digest(csrfTokenFor(sessionToken)))
+}
 
 export function createOperatorAuth (opts: { adminToken: string | undefined, tokens: TokenStore, failuresPerMinute?: number }) {
   const adminDigest = opts.adminToken ? digest(opts.adminToken) : undefined
@@ -41,9 +80,23 @@ export function createOperatorAuth (opts: { adminToken: string | undefined, toke
 
   async function identify (req: FastifyRequest): Promise<Operator> {
     const header = req.headers.authorization
+    if (header === undefined) {
+      // No Authorization header: the console's session cookie, if any.
+      const session = sessionTokenOf(req)
+      if (session !== undefined) {
+        const operator = await verifyToken(req, session)
+        if (!SAFE_METHODS.has(req.method) && !csrfMatches(req, session)) {
+          throw new ApiError(403, 'csrf_failed', 'a state-changing request with the session cookie needs the x-csrf-token header (GET /console/session)')
+        }
+        return operator
+      }
+    }
     const m = header ? /^Bearer\s+(\S+)$/i.exec(header) : null
     if (!m) throw new ApiError(401, 'unauthorized', 'missing bearer token', { 'www-authenticate': 'Bearer' })
-    const token = m[1]!
+    return await verifyToken(req, m[1]!)
+  }
+
+  async function verifyToken (req: FastifyRequest, token: string): Promise<Operator> {
     // Compare digests in constant time: the length of the guess leaks nothing.
     if (adminDigest && timingSafeEqual(digest(token), adminDigest)) return { tokenId: 'admin', name: 'admin', scopes: ['admin'] }
     const key = digest(token).toString('base64')
@@ -65,6 +118,10 @@ export function createOperatorAuth (opts: { adminToken: string | undefined, toke
     /** onRequest hook: identifies the operator (every /v1 route needs one). */
     async authenticate (req: FastifyRequest) {
       req.operator = await identify(req)
+    },
+    /** The operator a token belongs to (the console's sign-in); 401/429 like authenticate. */
+    async verify (req: FastifyRequest, token: string): Promise<Operator> {
+      return await verifyToken(req, token)
     },
     /** preHandler for a route: 403 unless the token has the scope. */
     require (scope: Scope) {
