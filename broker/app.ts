@@ -39,6 +39,8 @@ import { createDeviceStore, type DeviceStore } from '../devices/device-store.js'
 import { createCredentialCache } from '../devices/credential-cache.js'
 import { createConfigStore } from '../devices/config-store.js'
 import { createCommandStore } from '../devices/command-store.js'
+import { createAuditStore } from '../devices/audit-store.js'
+import { createAuditRetention, type AuditRetention } from './fleet/audit-retention.js'
 import { createTokenStore } from '../devices/token-store.js'
 import { createOperatorAuth } from '../devices/operator-auth.js'
 import { createRolloutRunner } from '../devices/rollout-runner.js'
@@ -46,6 +48,10 @@ import { createDeviceSessions } from '../devices/device-sessions.js'
 import { CHANNELS, type DeviceDispatch } from '../devices/dispatch.js'
 import { createBatchLoader } from '../devices/batch-loader.js'
 import { createLocalEventHub, type EventHub } from '../devices/fleet-events.js'
+import { createClusterEventHub } from './fleet/cluster-events.js'
+import { createEventRetention } from './fleet/event-retention.js'
+import { telemetryEvents } from './ingest/telemetry-events.js'
+import { createReplicaStats } from './replica-stats.js'
 
 export interface App {
   readonly brokerId: string
@@ -59,6 +65,8 @@ export interface App {
   readonly writer: BatchWriter
   readonly presence: PresenceTracker
   readonly retention: TelemetryRetention
+  /** Trims the audit trail to AUDIT_RETENTION_DAYS. */
+  readonly auditRetention: AuditRetention
   readonly mqtt: MqttBroker
   readonly http: FastifyInstance
   readonly devices: DeviceStore
@@ -110,7 +118,15 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
 
     // ---- device domain ----
     // Every event of the fleet goes through this hub (devices/fleet-events.ts).
-    const events: EventHub = createLocalEventHub()
+    // In cluster mode it carries them between replicas over Redis
+    // (fleet/cluster-events.ts, which says why Redis).
+    const localEvents = createLocalEventHub()
+    let events: EventHub = localEvents
+    if (config.REDIS_URL) {
+      const bus = createClusterEventHub({ url: config.REDIS_URL, brokerId, local: localEvents, log: log.child({ component: 'event-bus' }) })
+      lifecycle.add('close event bus', 'connections', () => bus.close())
+      events = bus
+    }
     // Credentials changed here drop from this cache at once; the NOTIFY drops
     // them from every other replica's cache (and ours again, harmlessly).
     const devices = createDeviceStore(pool, {
@@ -119,6 +135,11 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
         // Not delivered: other replicas keep the old credentials until
         // AUTH_CACHE_TTL_MS. Logged and counted; the change itself is stored.
         pool.query('SELECT pg_notify($1, $2)', [CHANNELS.credentials, id]).catch((err: Error) => backgroundError('credentials_notify', err))
+      },
+      // Bulk actions: one statement for all the NOTIFYs.
+      onCredentialsChangedMany: (ids) => {
+        for (const id of ids) credentials.invalidate(id)
+        pool.query('SELECT count(pg_notify($1, id)) FROM unnest($2::text[]) AS u(id)', [CHANNELS.credentials, ids]).catch((err: Error) => backgroundError('credentials_notify', err))
       }
     })
     const credentials = createCredentialCache({
@@ -130,8 +151,9 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       onMiss: () => metrics.authCache.inc({ result: 'miss' })
     })
     changeFeed.on(CHANNELS.credentials, (id) => credentials.invalidate(id))
-    const configs = createConfigStore(pool)
-    const commands = createCommandStore(pool)
+    const configs = createConfigStore({ pool, hub: events })
+    const commands = createCommandStore(pool, { events })
+    const audit = createAuditStore(pool)
     const tokens = createTokenStore(pool, backgroundError)
     // The broker implements dispatch, but aedes exists only once MQTT is
     // started; the control plane reaches it through this late-bound reference.
@@ -142,7 +164,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       endSession: (id) => dispatch ? dispatch.endSession(id) : Promise.resolve()
     }
     const sessions = createDeviceSessions({ configs, commands, dispatch: lateDispatch })
-    const rollouts = createRolloutRunner({ pool, dispatch: lateDispatch, log: log.child({ component: 'rollouts' }) })
+    const rollouts = createRolloutRunner({ pool, dispatch: lateDispatch, hub: events, commands, log: log.child({ component: 'rollouts' }), onAutoPause: () => metrics.rolloutAutoPauses.inc() })
     lifecycle.add('stop rollouts', 'work', () => rollouts.close())
 
     // ---- ingestion ----
@@ -161,7 +183,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     const ingestLog = log.child({ component: 'ingest' })
     const writer = createBatchWriter<IngestRow>({
       queue,
-      sink: createTelemetrySink(pool, ingestLog, { onDeadLetterLost: () => metrics.deadLettersLost.inc() }),
+      sink: createTelemetrySink(pool, ingestLog, { onDeadLetterLost: () => metrics.deadLettersLost.inc(), events }),
       batchRows: config.INGEST_BATCH_ROWS,
       flushMs: config.INGEST_FLUSH_MS,
       writers: config.INGEST_WRITERS,
@@ -173,7 +195,9 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
         onStoreFault: (err) => metrics.storeFaults.inc({ code: (err as { code?: string }).code ?? 'unknown' }),
         onRowRejected: () => metrics.deadLetters.inc({ reason: 'db_rejected' }),
         onQueueWait: (s) => metrics.queueWait.observe(s),
-        onCommitted: (rows) => metrics.rowsCommitted.inc(rows)
+        onCommitted: (rows) => metrics.rowsCommitted.inc(rows),
+        // Live telemetry events: built only while some stream (on any replica) wants them.
+        onRowsCommitted: (rows) => { if (events.wants('telemetry')) events.publish(telemetryEvents(rows)) }
       }
     })
     // Refuse new telemetry (those publishers get no PUBACK and retry
@@ -209,12 +233,43 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       cluster = createClusterBackend(config.REDIS_URL, log.child({ component: 'redis' }))
       lifecycle.add('close redis', 'connections', () => cluster!.close())
     }
+    const readiness = {
+      async check (): Promise<string | undefined> {
+        if (phase === 'draining') return 'draining'
+        if (phase === 'starting' || phase === 'migrating') return 'migrations not applied yet'
+        if (!mqtt?.listening) return 'MQTT listener not accepting'
+        // A write held by locks or a slow disk fails nothing, so it is
+        // watched by age (issue 11).
+        const stalledMs = writer.oldestBatchMs()
+        if (stalledMs > config.INGEST_STALL_MS) return `database writes stalled: a batch has been in flight for ${Math.round(stalledMs / 1000)} s`
+        if (writer.degraded) return writer.problem ?? 'database writes failing'
+        const redis = cluster?.problem()
+        if (redis) return redis
+        try { await ping(pool) } catch { return 'database unreachable' }
+        return undefined
+      }
+    }
+    // GET /v1/overview's view of this replica (the console's live overview).
+    const stats = createReplicaStats({
+      metrics,
+      queueRows: () => queue.rows,
+      queueCapacity: config.INGEST_QUEUE_ROWS,
+      notReady: () => readiness.check(),
+      databaseOk: () => ping(pool).then(() => true, () => false),
+      redisOk: () => cluster ? cluster.problem() === undefined : undefined
+    })
+    // A first sample now (all counters at their start values): rates cover
+    // what happens from the start, not only after the first tick.
+    await stats.sample()
+    const statsSampler = every(() => stats.sample(), { intervalMs: 2000, onError: warnOnError(log, 'overview stats') })
+    lifecycle.add('stop overview stats', 'serve', () => statsSampler.close())
     const http = await createHttpServer({
       log: log.child({ component: 'http' }),
       trustProxy: config.HTTP_TRUST_PROXY,
       metrics,
       controlPlane: {
         pool,
+        audit,
         devices,
         configs,
         commands,
@@ -226,27 +281,19 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
         changes: changeFeed,
         rateLimitPerMinute: config.API_RATE_LIMIT_PER_MINUTE,
         maxWaitSeconds: config.COMMAND_MAX_WAIT_SECONDS,
-        onCommandStatus: (status) => metrics.commands.inc({ status })
+        onCommandStatus: (status) => metrics.commands.inc({ status }),
+        eventStreams: {
+          limits: { bufferEvents: config.EVENTS_STREAM_BUFFER, maxPerToken: config.EVENTS_MAX_STREAMS_PER_TOKEN, maxTotal: config.EVENTS_MAX_STREAMS, heartbeatMs: config.EVENTS_HEARTBEAT_MS },
+          onStreams: (delta) => metrics.eventStreams.inc(delta),
+          onSent: (n) => metrics.eventsSent.inc(n),
+          onDropped: (n) => metrics.eventsDropped.inc(n)
+        },
+        stats
       },
       health: {
         check: () => loopMaxMs > config.HEALTH_MAX_EVENT_LOOP_DELAY_MS ? `event loop stalled ${Math.round(loopMaxMs)} ms` : undefined
       },
-      readiness: {
-        async check () {
-          if (phase === 'draining') return 'draining'
-          if (phase === 'starting' || phase === 'migrating') return 'migrations not applied yet'
-          if (!mqtt?.listening) return 'MQTT listener not accepting'
-          // A write held by locks or a slow disk fails nothing, so it is
-          // watched by age (issue 11).
-          const stalledMs = writer.oldestBatchMs()
-          if (stalledMs > config.INGEST_STALL_MS) return `database writes stalled: a batch has been in flight for ${Math.round(stalledMs / 1000)} s`
-          if (writer.degraded) return writer.problem ?? 'database writes failing'
-          const redis = cluster?.problem()
-          if (redis) return redis
-          try { await ping(pool) } catch { return 'database unreachable' }
-          return undefined
-        }
-      }
+      readiness
     })
     lifecycle.add('close http', 'serve', () => http.close())
     await http.listen({ host: config.HTTP_HOST, port: config.HTTP_PORT })
@@ -280,6 +327,10 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       onRun: (r) => metrics.retentionRuns.inc({ result: r.ran ? 'ran' : 'skipped_locked' })
     })
     lifecycle.add('stop retention', 'work', () => retention.close())
+    const eventRetention = createEventRetention({ pool, retentionHours: config.EVENT_RETENTION_HOURS, intervalMs: config.RETENTION_INTERVAL_MS, log: log.child({ component: 'event-retention' }) })
+    lifecycle.add('stop event retention', 'work', () => eventRetention.close())
+    const auditRetention = createAuditRetention({ audit, retentionDays: config.AUDIT_RETENTION_DAYS, intervalMs: config.RETENTION_INTERVAL_MS, log: log.child({ component: 'audit-retention' }) })
+    lifecycle.add('stop audit retention', 'work', () => auditRetention.close())
     await retention.run()
 
     // ---- MQTT ----
@@ -289,7 +340,8 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       brokerId,
       flushMs: config.PRESENCE_FLUSH_MS,
       log: log.child({ component: 'presence' }),
-      onFlush: (ok) => metrics.presenceFlushes.inc({ result: ok ? 'ok' : 'error' })
+      onFlush: (ok) => metrics.presenceFlushes.inc({ result: ok ? 'ok' : 'error' }),
+      events
     })
     lifecycle.add('flush presence', 'state', () => withTimeout(presence.close(), 2000))
     const tls = config.MQTT_TLS_ENABLED
@@ -324,6 +376,8 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       maxPacketBytes: config.MQTT_MAX_PACKET_BYTES,
       topicAliasMaximum: config.MQTT_TOPIC_ALIAS_MAXIMUM,
       sessionExpiryMaxSeconds: config.MQTT_SESSION_EXPIRY_MAX_SECONDS,
+      sessionExpiryDefaultSeconds: config.MQTT_SESSION_EXPIRY_DEFAULT_SECONDS,
+      serverKeepAliveSeconds: config.MQTT_SERVER_KEEPALIVE_SECONDS,
       telemetryMaxBytes: config.TELEMETRY_MAX_BYTES,
       telemetryMaxReadings: config.TELEMETRY_MAX_READINGS,
       telemetryMaxDepth: config.TELEMETRY_MAX_DEPTH,
@@ -342,7 +396,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
     lifecycle.add('close broker', 'connections', () => broker.close())
     // Readiness is already false by then; stop taking new MQTT connections.
     lifecycle.add('stop accepting', 'accept', () => broker.stopAccepting())
-    reannounce = () => { for (const id of broker.connectedDeviceIds()) presence.connected(id) }
+    reannounce = () => { for (const id of broker.connectedDeviceIds()) presence.connected(id, undefined, { event: false }) }
     if (config.MQTT_WS_ENABLED) broker.attachWebSocket(http.server, config.MQTT_WS_PATH)
     const localDispatch = createDeviceDispatch(broker.aedes, (kind) => metrics.deliveries.inc({ kind }))
     let clusterDispatch: ClusterDispatch | undefined
@@ -403,6 +457,7 @@ export async function startApp (config: Config, log: Logger, options: AppOptions
       writer,
       presence,
       retention,
+      auditRetention,
       mqtt: broker,
       http,
       devices,

@@ -10,7 +10,9 @@ import type { Metrics } from './metrics.js'
 import { clientErrorHandler, frameworkErrors, installProblemDetails } from '../devices/problem-details.js'
 import { installJsonBody } from '../devices/json-body.js'
 import { Problem } from '../devices/schemas.js'
+import { OPENAPI_INFO, OPENAPI_SERVERS, OPENAPI_TAGS, finishOpenApiDocument } from '../devices/openapi-document.js'
 import { controlPlane, type ControlPlaneDeps } from '../devices/control-plane.js'
+import { consolePlugin } from '../console/console-plugin.js'
 
 export interface Readiness {
   /** undefined when ready; otherwise the reason it is not. */
@@ -26,6 +28,8 @@ export interface HttpServerOptions {
   controlPlane?: ControlPlaneDeps
   /** Behind a reverse proxy: the client address comes from X-Forwarded-For. */
   trustProxy?: boolean
+  /** Serve the web console at /console (GET / redirects there); needs controlPlane. Default true. */
+  console?: boolean
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,100}$/
@@ -67,7 +71,8 @@ export async function createHttpServer (opts: HttpServerOptions): Promise<Fastif
     // One access line per request (the request id is in the child logger's
     // context); probes and scrapes arrive every few seconds and are not logged.
     if (route === '/healthz' || route === '/readyz' || route === '/metrics') return
-    req.log.info({ method: req.method, route, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10, operator: req.operator?.tokenId }, 'request')
+    // The operator's token id and name (issue 13: "Operator identity appears in the request logs too").
+    req.log.info({ method: req.method, route, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10, operator: req.operator?.tokenId, operatorName: req.operator?.name }, 'request')
   })
   installProblemDetails(app)
   installJsonBody(app)
@@ -75,11 +80,15 @@ export async function createHttpServer (opts: HttpServerOptions): Promise<Fastif
 
   await app.register(fastifySwagger, {
     openapi: {
-      info: { title: 'fleetgate control plane', version: '1' },
+      // servers, license, tags and the problem+json errors: devices/openapi-document.ts
+      info: OPENAPI_INFO,
+      servers: OPENAPI_SERVERS,
+      tags: OPENAPI_TAGS,
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
       security: [{ bearer: [] }]
     },
-    refResolver: { buildLocalReference: (json, _base, _fragment, i) => (json.$id as string | undefined) ?? `def-${i}` }
+    refResolver: { buildLocalReference: (json, _base, _fragment, i) => (json.$id as string | undefined) ?? `def-${i}` },
+    transformObject: (doc) => finishOpenApiDocument('openapiObject' in doc ? doc.openapiObject : doc.swaggerObject)
   })
   await app.register(fastifySwaggerUi, { routePrefix: '/docs' })
 
@@ -104,6 +113,8 @@ export async function createHttpServer (opts: HttpServerOptions): Promise<Fastif
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger())
 
   if (opts.controlPlane) await app.register(controlPlane, opts.controlPlane)
+  // The console signs operators in with the control plane's own token check.
+  if (opts.controlPlane && opts.console !== false) await app.register(consolePlugin, { auth: opts.controlPlane.auth })
   await app.ready()
   return app
 }

@@ -71,6 +71,7 @@ export function createMetrics (opts: { collectDefault?: boolean, build?: BuildIn
     // control plane
     deviceMessages: new client.Counter({ name: 'fleetgate_device_messages_total', help: 'Reported configs and command results from devices, by outcome (recorded, invalid, unknown, finished, error)', labelNames: ['kind', 'outcome'] as const, registers: r }),
     deliveries: new client.Counter({ name: 'fleetgate_deliveries_total', help: 'Configs and commands handed to a connected device', labelNames: ['kind'] as const, registers: r }),
+    rolloutAutoPauses: new client.Counter({ name: 'fleetgate_rollout_auto_pauses_total', help: 'Rollouts this process paused because their failures crossed maxFailures or maxFailureRatio', registers: r }),
     commands: new client.Counter({ name: 'fleetgate_commands_total', help: 'Command status transitions seen by this process', labelNames: ['status'] as const, registers: r }),
     httpDuration: new client.Histogram({ name: 'fleetgate_http_request_duration_seconds', help: 'HTTP request duration by route and status', labelNames: ['method', 'route', 'status'] as const, buckets: LATENCY_BUCKETS, registers: r }),
     retentionRuns: new client.Counter({ name: 'fleetgate_retention_runs_total', help: 'Telemetry retention rounds, by result (ran, skipped_locked: another replica held the lock)', labelNames: ['result'] as const, registers: r }),
@@ -81,9 +82,14 @@ export function createMetrics (opts: { collectDefault?: boolean, build?: BuildIn
     hookErrors: new client.Counter({ name: 'fleetgate_mqtt_hook_errors_total', help: 'Errors inside an MQTT hook or event handler; each closed its connection', labelNames: ['hook'] as const, registers: r }),
     duplicatesIgnored: new client.Counter({ name: 'fleetgate_mqtt_qos2_duplicates_total', help: 'QoS 2 PUBLISH repeats of a packet id awaiting PUBREL: answered with PUBREC, not stored again', registers: r }),
     oversizedPackets: new client.Counter({ name: 'fleetgate_mqtt_oversized_packets_total', help: 'Connections closed for a packet larger than MQTT_MAX_PACKET_BYTES', registers: r }),
+    outboundDiscarded: new client.Counter({ name: 'fleetgate_mqtt_outbound_discarded_total', help: 'MQTT 5 PUBLISHes not sent to one client: larger than its Maximum Packet Size (packet_too_large), or its Receive Maximum window full with 1000 more waiting (queue_full)', labelNames: ['reason'] as const, registers: r }),
     presenceExpired: new client.Counter({ name: 'fleetgate_presence_expired_total', help: 'Devices set offline because their replica stopped heartbeating', registers: r }),
     clusterDispatch: new client.Counter({ name: 'fleetgate_cluster_dispatch_total', help: 'Configs, commands and disconnects sent to devices on other replicas, by outcome', labelNames: ['outcome'] as const, registers: r }),
     backgroundErrors: new client.Counter({ name: 'fleetgate_background_errors_total', help: 'Failures of background work that is retried or catches up later, by task (logged at warn)', labelNames: ['task'] as const, registers: r }),
-    presenceFlushes: new client.Counter({ name: 'fleetgate_presence_flushes_total', help: 'Presence batches written, by result', labelNames: ['result'] as const, registers: r })
+    presenceFlushes: new client.Counter({ name: 'fleetgate_presence_flushes_total', help: 'Presence batches written, by result', labelNames: ['result'] as const, registers: r }),
+    // event streams (GET /v1/events)
+    eventStreams: new client.Gauge({ name: 'fleetgate_event_streams', help: 'Event streams (GET /v1/events) open on this replica', registers: r }),
+    eventsSent: new client.Counter({ name: 'fleetgate_events_sent_total', help: 'Events written to event streams (one per stream)', registers: r }),
+    eventsDropped: new client.Counter({ name: 'fleetgate_events_dropped_total', help: 'Events dropped because a stream\'s client did not keep up (its buffer was full)', registers: r })
   }
 }

@@ -36,7 +36,17 @@ export interface AuditEntry {
 export interface ChangeRecorder {
   audit (entry: AuditEntry): void
   event (event: NewEvent): void
+  /**
+   * Runs `fn` once the change has committed (never if it rolls back): for
+   * what must not happen before others can see the change, e.g. dropping
+   * cached credentials (a look-up in between would cache the old row again).
+   * A throwing `fn` is ignored: the change is already stored.
+   */
+  afterCommit (fn: () => void): void
 }
+
+/** Anything that runs a query: the pool, or a transaction's client. */
+export type Queryable = Pick<pg.ClientBase, 'query'>
 
 export interface ChangeDeps { pool: pg.Pool, hub: EventHub }
 
@@ -70,13 +80,15 @@ export async function writeChanges (client: pg.ClientBase, actor: Actor | undefi
  */
 export async function withChanges<T> (deps: ChangeDeps, actor: Actor | undefined, work: (client: pg.PoolClient, rec: ChangeRecorder) => Promise<T>): Promise<T> {
   let published: FleetEvent[] = []
+  const after: Array<() => void> = []
   const result = await withTransaction(deps.pool, async (client) => {
     const audits: AuditEntry[] = []
     const events: NewEvent[] = []
-    const value = await work(client, { audit: (a) => audits.push(a), event: (e) => events.push(e) })
+    const value = await work(client, { audit: (a) => audits.push(a), event: (e) => events.push(e), afterCommit: (fn) => after.push(fn) })
     published = await writeChanges(client, actor, audits, events)
     return value
   })
+  for (const fn of after) { try { fn() } catch {} }
   if (published.length > 0) deps.hub.publish(published)
   return result
 }

@@ -26,6 +26,13 @@ import { commandRoutes } from './routes/commands.js'
 import { rolloutRoutes } from './routes/rollouts.js'
 import { telemetryRoutes } from './routes/telemetry.js'
 import { tokenRoutes } from './routes/tokens.js'
+import { deadLetterRoutes } from './routes/dead-letters.js'
+import { createDeadLetterStore, type DeadLetterStore } from './dead-letter-store.js'
+import { auditRoutes } from './routes/audit.js'
+import { createAuditStore, type AuditStore } from './audit-store.js'
+import { overviewRoutes } from './routes/overview.js'
+import { eventRoutes, type EventStreamLimits } from './routes/events.js'
+import type { ReplicaStats } from './replica-stats.js'
 
 export interface ControlPlaneDeps {
   pool: pg.Pool
@@ -36,8 +43,12 @@ export interface ControlPlaneDeps {
   tokens: TokenStore
   /** The fleet's events: stored kinds are published after their change commits (devices/change-recorder.ts). */
   events: EventHub
+  /** The audit trail (GET /v1/audit). Default: an audit store on `pool`. */
+  audit?: AuditStore
   /** Default: a telemetry store on `pool`. */
   telemetry?: TelemetryStore
+  /** GET /v1/dead-letters. Default: a dead letter store on `pool`. */
+  deadLetters?: DeadLetterStore
   auth: OperatorAuth
   dispatch: DeviceDispatch
   changes: ChangeFeed
@@ -45,7 +56,13 @@ export interface ControlPlaneDeps {
   /** Longest `waitSeconds` on GET /v1/commands/{id}. */
   maxWaitSeconds: number
   onCommandStatus? (status: string): void
+  /** This replica's rates, ingest and readiness for GET /v1/overview (the broker provides them). */
+  stats?: ReplicaStats
+  /** GET /v1/events: limits (default: DEFAULT_EVENT_STREAM_LIMITS) and metrics of the event streams. */
+  eventStreams?: { limits: EventStreamLimits, onStreams? (delta: number): void, onSent? (n: number): void, onDropped? (n: number): void }
 }
+
+const DEFAULT_EVENT_STREAM_LIMITS: EventStreamLimits = { bufferEvents: 1000, maxPerToken: 10, maxTotal: 200, heartbeatMs: 15_000 }
 
 export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDeps): Promise<void> {
   const { auth } = deps
@@ -62,7 +79,8 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
       errorResponseBuilder: (_req, ctx) => new ApiError(429, 'rate_limited', `rate limit of ${ctx.max} requests per minute exceeded; retry in ${Math.ceil(ctx.ttl / 1000)} s`, { 'retry-after': String(Math.ceil(ctx.ttl / 1000)) })
     })
     // Registered in this order so that /openapi.json lists the paths as it always has.
-    await v1.register(deviceRoutes, { auth, devices: deps.devices, dispatch: deps.dispatch })
+    const audit = deps.audit ?? createAuditStore(deps.pool)
+    await v1.register(deviceRoutes, { auth, devices: deps.devices, dispatch: deps.dispatch, pool: deps.pool, events: deps.events, audit })
     await v1.register(configRoutes, { auth, configs: deps.configs, dispatch: deps.dispatch })
     await v1.register(commandRoutes, {
       auth,
@@ -70,11 +88,17 @@ export async function controlPlane (root: FastifyInstance, deps: ControlPlaneDep
       commands: deps.commands,
       dispatch: deps.dispatch,
       changes: deps.changes,
+      pool: deps.pool,
+      events: deps.events,
       maxWaitSeconds: deps.maxWaitSeconds,
       onCommandStatus: deps.onCommandStatus
     })
     await v1.register(rolloutRoutes, { auth, rollouts: deps.rollouts })
     await v1.register(telemetryRoutes, { auth, devices: deps.devices, telemetry: deps.telemetry ?? createTelemetryStore(deps.pool) })
-    await v1.register(tokenRoutes, { auth, tokens: deps.tokens })
+    await v1.register(deadLetterRoutes, { auth, deadLetters: deps.deadLetters ?? createDeadLetterStore(deps.pool) })
+    await v1.register(tokenRoutes, { auth, tokens: deps.tokens, pool: deps.pool, events: deps.events })
+    await v1.register(auditRoutes, { auth, audit })
+    await v1.register(overviewRoutes, { auth, pool: deps.pool, stats: deps.stats })
+    await v1.register(eventRoutes, { auth, pool: deps.pool, events: deps.events, limits: DEFAULT_EVENT_STREAM_LIMITS, ...deps.eventStreams })
   }, { prefix: '/v1' })
 }

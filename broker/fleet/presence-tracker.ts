@@ -5,6 +5,7 @@
 import type pg from 'pg'
 import type { Logger } from '../logger.js'
 import { every } from '../periodic.js'
+import type { EventHub } from '../../devices/fleet-events.js'
 
 interface Change {
   /** undefined: only last-seen moved. */
@@ -15,8 +16,10 @@ interface Change {
 }
 
 export interface PresenceTracker {
-  connected (deviceId: string, at?: number): void
-  disconnected (deviceId: string, at?: number): void
+  /** `event: false`: no presence event (a revived replica re-announcing its devices to the database). */
+  connected (deviceId: string, at?: number, opts?: { event?: boolean }): void
+  /** `reason`: why the connection ended (fleetgate_mqtt_disconnects_total's reason), for the presence event. */
+  disconnected (deviceId: string, at?: number, reason?: string): void
   /** Activity (publish, ping) moves last-seen. */
   seen (deviceId: string, at?: number): void
   flush (): Promise<void>
@@ -31,6 +34,12 @@ export interface PresenceTrackerOptions {
   flushMs: number
   log: Logger
   onFlush? (ok: boolean): void
+  /**
+   * The live event stream (issue 13): `presence` events (connected,
+   * disconnected with its reason), built only while a stream wants them.
+   * Live only: presence is stored as devices.online / last_seen_at.
+   */
+  events?: EventHub
 }
 
 // With several replicas a device may move: it connects to B while A still
@@ -59,6 +68,7 @@ const UPDATE_PRESENCE = {
 export function createPresenceTracker (opts: PresenceTrackerOptions): PresenceTracker {
   let changes = new Map<string, Change>()
   let closed = false
+  const events = opts.events
 
   function record (id: string, online: boolean | undefined, at: number) {
     const prev = changes.get(id)
@@ -109,8 +119,14 @@ export function createPresenceTracker (opts: PresenceTrackerOptions): PresenceTr
   const flush = (): Promise<void> => loop.runNow()
 
   return {
-    connected (id, at = Date.now()) { record(id, true, at) },
-    disconnected (id, at = Date.now()) { record(id, false, at) },
+    connected (id, at = Date.now(), o) {
+      record(id, true, at)
+      if (o?.event !== false && events?.wants('presence')) events.publish([{ kind: 'presence', type: 'connected', at: new Date(at).toISOString(), deviceId: id, data: {} }])
+    },
+    disconnected (id, at = Date.now(), reason) {
+      record(id, false, at)
+      if (events?.wants('presence')) events.publish([{ kind: 'presence', type: 'disconnected', at: new Date(at).toISOString(), deviceId: id, data: reason !== undefined ? { reason } : {} }])
+    },
     seen (id, at = Date.now()) {
       // Hot path: one map look-up and a number store.
       const prev = changes.get(id)

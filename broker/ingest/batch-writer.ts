@@ -55,7 +55,7 @@ export class StandInRefused extends Error {
   constructor (override readonly cause: Error) { super(cause.message) }
 }
 
-export interface BatchWriterObserver {
+export interface BatchWriterObserver<Row = unknown> {
   onBatch? (rows: number, seconds: number): void
   onRetry? (err: Error): void
   /** A data error that the store gives for any row (see the rule above); the batch is held and retried. */
@@ -64,6 +64,12 @@ export interface BatchWriterObserver {
   /** Seconds a message waited in the queue before its batch was cut. */
   onQueueWait? (seconds: number): void
   onCommitted? (rows: number): void
+  /**
+   * The rows of each committed write (a batch, or each part of a split
+   * batch), after COMMIT: the live event stream's telemetry (issue 13).
+   * Rows dead-lettered by a split are not among them.
+   */
+  onRowsCommitted? (rows: Row[]): void
 }
 
 export interface BatchWriterOptions<Row> {
@@ -75,7 +81,7 @@ export interface BatchWriterOptions<Row> {
   retryBaseMs?: number
   retryMaxMs: number
   log: Logger
-  observer?: BatchWriterObserver
+  observer?: BatchWriterObserver<Row>
 }
 
 export interface BatchWriter {
@@ -186,6 +192,8 @@ export function createBatchWriter<Row> (opts: BatchWriterOptions<Row>): BatchWri
   async function writeRows (rows: Row[]): Promise<void> {
     try {
       await withRetry(() => writeOnce(rows))
+      // Committed: nothing the observer does may fail the batch.
+      try { observer.onRowsCommitted?.(rows) } catch (err) { log.warn({ err: { message: (err as Error).message } }, 'observer of committed rows failed') }
     } catch (err) {
       if (!(err instanceof RowsRefused)) throw err
       if (rows.length === 1) {

@@ -10,6 +10,7 @@ import { StandInRefused, type BatchSink } from './batch-writer.js'
 import { withTransaction } from '../../devices/transaction.js'
 import type { Logger } from '../logger.js'
 import { topics } from '../../devices/topics.js'
+import type { EventHub, FleetEvent } from '../../devices/fleet-events.js'
 
 export interface ReadingRow {
   kind: 'reading'
@@ -44,11 +45,26 @@ const INSERT_READINGS = {
          ON CONFLICT DO NOTHING`
 }
 
+// A dead letter and its stored `dead_letter` event (issue 13) in one
+// statement, hence one transaction: the event exists exactly when the dead
+// letter does, and is published after COMMIT (publishDead below).
 const INSERT_DEAD_LETTERS = {
   name: 'fleetgate_insert_dead_letters',
-  text: `INSERT INTO dead_letters (device_id, topic, payload, reason, detail, received_at)
-         SELECT d, t, p, r, x, to_timestamp(a / 1000.0)
-           FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::float8[]) AS u(d, t, p, r, x, a)`
+  text: `WITH d AS (
+           INSERT INTO dead_letters (device_id, topic, payload, reason, detail, received_at)
+           SELECT d, t, p, r, x, to_timestamp(a / 1000.0)
+             FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $6::float8[]) AS u(d, t, p, r, x, a)
+           RETURNING id, device_id, topic, reason, received_at)
+         INSERT INTO fleet_events (kind, type, device_id, data, at)
+         SELECT 'dead_letter', reason, device_id, jsonb_build_object('deadLetterId', id::text, 'topic', topic, 'reason', reason), received_at
+           FROM d ORDER BY id
+         RETURNING id::text AS id, at, type, device_id, data`
+}
+
+interface DeadLetterEventRow { id: string, at: Date, type: string, device_id: string | null, data: Record<string, unknown> }
+
+function deadLetterEvents (rows: DeadLetterEventRow[]): FleetEvent[] {
+  return rows.map((r) => ({ id: r.id, kind: 'dead_letter', type: r.type, at: r.at.toISOString(), ...(r.device_id !== null ? { deviceId: r.device_id } : {}), data: r.data }))
 }
 
 /** PostgreSQL text cannot hold NUL; details quote device input, so strip it. */
@@ -89,6 +105,8 @@ function deadLetterParams (rows: DeadLetterRow[]): unknown[] {
 
 export interface TelemetrySinkObserver {
   onDeadLetterLost? (): void
+  /** Where the `dead_letter` events go once their dead letters are committed. */
+  events?: Pick<EventHub, 'publish'>
 }
 
 function byKind (rows: IngestRow[]): { readings: ReadingRow[], dead: DeadLetterRow[] } {
@@ -102,9 +120,14 @@ function byKind (rows: IngestRow[]): { readings: ReadingRow[], dead: DeadLetterR
 }
 
 export function createTelemetrySink (pool: pg.Pool, log: Logger, observer: TelemetrySinkObserver = {}): BatchSink<IngestRow> {
-  async function insert (client: pg.PoolClient | pg.Pool, readings: ReadingRow[], dead: DeadLetterRow[]) {
+  /** Returns the stored events of the dead letters, to publish once committed. */
+  async function insert (client: pg.PoolClient | pg.Pool, readings: ReadingRow[], dead: DeadLetterRow[]): Promise<DeadLetterEventRow[]> {
     if (readings.length > 0) await client.query({ ...INSERT_READINGS, values: readingParams(readings) })
-    if (dead.length > 0) await client.query({ ...INSERT_DEAD_LETTERS, values: deadLetterParams(dead) })
+    if (dead.length === 0) return []
+    return (await client.query<DeadLetterEventRow>({ ...INSERT_DEAD_LETTERS, values: deadLetterParams(dead) })).rows
+  }
+  function publishDead (rows: DeadLetterEventRow[]) {
+    if (rows.length > 0) observer.events?.publish(deadLetterEvents(rows))
   }
 
   return {
@@ -112,10 +135,10 @@ export function createTelemetrySink (pool: pg.Pool, log: Logger, observer: Telem
       const { readings, dead } = byKind(rows)
       if (readings.length === 0 || dead.length === 0) {
         // A single statement commits on its own: one round trip per batch.
-        await insert(pool, readings, dead)
+        publishDead(await insert(pool, readings, dead))
         return
       }
-      await withTransaction(pool, (client) => insert(client, readings, dead))
+      publishDead(await withTransaction(pool, (client) => insert(client, readings, dead)))
     },
 
     async writeProbed (rows) {
@@ -124,7 +147,7 @@ export function createTelemetrySink (pool: pg.Pool, log: Logger, observer: Telem
       // same partition), an empty dead letter.
       const standInReadings = readings.length > 0 ? [{ ...readings[0]!, hash: '0000000000000000', json: '{}' }] : []
       const standInDead = dead.length > 0 ? [{ ...dead[0]!, topic: 'fleetgate/probe', payload: Buffer.alloc(0), reason: 'probe', detail: null }] : []
-      await withTransaction(pool, async (client) => {
+      publishDead(await withTransaction(pool, async (client) => {
         await client.query('SAVEPOINT stand_in')
         try {
           await insert(client, standInReadings, standInDead)
@@ -132,15 +155,15 @@ export function createTelemetrySink (pool: pg.Pool, log: Logger, observer: Telem
           throw new StandInRefused(err as Error)
         }
         await client.query('ROLLBACK TO SAVEPOINT stand_in')
-        await insert(client, readings, dead)
-      })
+        return await insert(client, readings, dead)
+      }))
     },
 
     async reject (row, err) {
       const code = (err as { code?: string }).code ?? 'unknown'
       if (row.kind === 'reading') {
         log.info({ deviceId: row.deviceId, code, reason: err.message }, 'reading refused by PostgreSQL, dead-lettered')
-        await insert(pool, [], [deadLetterFromReading(row, 'db_rejected', `${code}: ${err.message}`)])
+        publishDead(await insert(pool, [], [deadLetterFromReading(row, 'db_rejected', `${code}: ${err.message}`)]))
         return
       }
       // A dead letter that PostgreSQL itself refuses cannot be stored anywhere

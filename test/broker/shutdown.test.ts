@@ -75,7 +75,7 @@ test('SIGTERM shuts the process down in order and exits 0', async (t) => {
   // In the order they ran (each step is numbered), not the order the pipe delivered them.
   const steps = out.split('\n').filter((l) => l.includes('"shutdown step done"')).map((l) => JSON.parse(l) as { order: number, step: string })
     .sort((x, y) => x.order - y.order).map((l) => l.step)
-  t.deepEqual(steps, ['stop accepting', 'drain ingest', 'stop command expiry', 'stop retention', 'stop rollouts', 'close broker', 'flush presence', 'deregister', 'close http', 'stop event loop monitor', 'close change feed', 'end pool'], out.split('\n').filter((l) => l.includes('"step"')).join('\n'))
+  t.deepEqual(steps, ['stop accepting', 'drain ingest', 'stop command expiry', 'stop audit retention', 'stop event retention', 'stop retention', 'stop rollouts', 'close broker', 'flush presence', 'deregister', 'close http', 'stop overview stats', 'stop event loop monitor', 'close change feed', 'end pool'], out.split('\n').filter((l) => l.includes('"step"')).join('\n'))
   await db.drop()
 })
 
