@@ -103,6 +103,8 @@ async function main () {
     const devices = await provisionDevices(broker.api, { count: DEVICES, idPrefix: 'ev' })
     const counter = new pg.Client({ connectionString: env.databaseUrl })
     await counter.connect()
+    // A stopped run (Ctrl-C, SIGTERM) stops PostgreSQL under this client: not a crash.
+    counter.on('error', () => {})
     const countRows = async () => Number((await counter.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n)
     const eventsUrl = `${broker.api.base}/v1/events`
 
@@ -160,7 +162,7 @@ async function main () {
         ...(curls.length > 0 ? { consumer: { streams, connected: streams, events: 0, bytes: 0, dropped: 0, eventsPerSecond: 0, mbPerSecond: 0, cpuPercent: Math.round((consumerCpu1 - consumerCpu0) / elapsed * 100) } } : {}),
         ...(c0 && c1 ? { consumer: { ...c1, eventsPerSecond: Math.round((c1.events - c0.events) / elapsed), mbPerSecond: Math.round((c1.bytes - c0.bytes) / elapsed / 1e5) / 10, cpuPercent: Math.round((consumerCpu1 - consumerCpu0) / elapsed * 100) } } : {})
       }
-      console.error(`${streams} streams: stored ${run.storedPerSecond}/s, broker CPU ${run.brokerCpuPercent}%` + (run.consumer ? `, ${run.consumer.connected} streams got ${run.consumer.eventsPerSecond} events/s (${run.consumer.mbPerSecond} MB/s), dropped ${run.consumer.dropped}; the reading process used ${run.consumer.cpuPercent}% CPU` : ''))
+      console.error(`${streams} streams: stored ${run.storedPerSecond}/s, broker CPU ${run.brokerCpuPercent}%` + (curls.length > 0 ? `, ${streams} curl readers (events not counted) used ${run.consumer!.cpuPercent}% CPU` : run.consumer ? `, ${run.consumer.connected} streams got ${run.consumer.eventsPerSecond} events/s (${run.consumer.mbPerSecond} MB/s), dropped ${run.consumer.dropped}; the reading process used ${run.consumer.cpuPercent}% CPU` : ''))
       return run
     }
 
