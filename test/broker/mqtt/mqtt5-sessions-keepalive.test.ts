@@ -31,10 +31,11 @@ test('Server Keep Alive: a v5 client asking for none or more is given MQTT_SERVE
   t.is(none.reasonCode, 0)
   t.is(none.properties?.serverKeepAlive, 2)
   const started = Date.now()
-  await waitFor(() => c.closed, { what: 'closed for silence', timeoutMs: 8000 })
+  await waitFor(() => c.closed, { what: 'closed for silence', timeoutMs: 12_000 })
   const took = Date.now() - started
   t.is(c.of('disconnect')[0]?.reasonCode, 0x8D)
-  t.true(took >= 2500 && took < 6000, `closed after ${took} ms (1.5 × 2 s)`)
+  // 1.5 × 2 s; the upper bound leaves room for a loaded CI machine.
+  t.true(took >= 2500 && took < 9000, `closed after ${took} ms (1.5 × 2 s)`)
 
   const { c: more, connack: longer } = await connack(5, 'ska-longer', 600)
   t.is(longer.properties?.serverKeepAlive, 2)
@@ -71,8 +72,8 @@ test('a 3.1.1 persistent session ends MQTT_SESSION_EXPIRY_DEFAULT_SECONDS after 
   const first = await mqtt.connectAsync(broker.url, { ...opts, clientId: 'legacy-expiry' })
   await first.subscribeAsync('plain/legacy', { qos: 1 })
   await first.endAsync()
-  // Back within the 2 s: the session is there, and stays (the timer is cancelled).
-  await sleep(1000)
+  // Back at once (well within the 2 s, also on a loaded machine): the
+  // session is there, and stays (the timer is cancelled).
   const soon = mqtt.connect(broker.url, { ...opts, clientId: 'legacy-expiry' })
   const present = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => { soon.once('connect', resolve); soon.once('error', reject) })
   t.true(present.sessionPresent)
