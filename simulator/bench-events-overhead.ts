@@ -26,7 +26,7 @@ import pg from 'pg'
 import { startBenchEnvironment, type FleetgateUnderTest } from './broker-under-test.js'
 import { forkFleets } from './fleet-process.js'
 import type { FleetSpec } from './fleet-runner.js'
-import type { DeviceProfile } from './virtual-device.js'
+import { TELEMETRY_ONLY, type DeviceProfile } from './virtual-device.js'
 import { provisionDevices } from './provisioning.js'
 import { cpuSeconds } from './process-stats.js'
 
@@ -77,19 +77,7 @@ async function consume (url: string, token: string, n: number) {
   })
 }
 
-const PROFILE: DeviceProfile = {
-  qos: 1,
-  clean: true,
-  keepaliveSeconds: 60,
-  connectTimeoutMs: 30_000,
-  readings: 1,
-  payloadBytes: 160,
-  config: false,
-  commands: false,
-  commandDelayMs: 0,
-  commandFailRatio: 0,
-  reconnect: { baseMs: 500, maxMs: 5000, jitter: 'full', retries: 3 }
-}
+const PROFILE: DeviceProfile = TELEMETRY_ONLY
 
 interface Run { streams: number, storedPerSecond: number, ackedPerSecond: number, brokerCpuPercent: number, consumer?: ConsumerReport & { eventsPerSecond: number, mbPerSecond: number, cpuPercent: number } }
 

@@ -28,7 +28,7 @@ import pg from 'pg'
 import { startBenchEnvironment, type BrokerUnderTest } from './broker-under-test.js'
 import { forkFleets } from './fleet-process.js'
 import type { FleetSpec } from './fleet-runner.js'
-import type { DeviceProfile } from './virtual-device.js'
+import { TELEMETRY_ONLY, type DeviceProfile } from './virtual-device.js'
 import { maxMs, percentileMs } from './latency-histogram.js'
 import { provisionDevices } from './provisioning.js'
 import { cpuDelta, cpuSeconds, postgresCpuSeconds, postmasterPid, rssMb } from './process-stats.js'
@@ -56,19 +56,7 @@ const DEVICES = num('devices'); const WORKERS = num('workers'); const WINDOW = n
 const WARMUP_S = num('warmup'); const SECONDS = num('seconds'); const PAYLOAD = num('payload-bytes')
 
 // Devices as in the issue: QoS 1 telemetry on clean sessions, nothing subscribed.
-const PROFILE: DeviceProfile = {
-  qos: 1,
-  clean: true,
-  keepaliveSeconds: 60,
-  connectTimeoutMs: 30_000,
-  readings: 1,
-  payloadBytes: PAYLOAD,
-  config: false,
-  commands: false,
-  commandDelayMs: 0,
-  commandFailRatio: 0,
-  reconnect: { baseMs: 500, maxMs: 5000, jitter: 'full', retries: 3 }
-}
+const PROFILE: DeviceProfile = { ...TELEMETRY_ONLY, payloadBytes: PAYLOAD }
 
 interface ScenarioResult {
   name: string

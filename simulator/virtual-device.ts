@@ -364,3 +364,23 @@ export const CONFIG_FOLLOWER: DeviceProfile = {
   commandFailRatio: 0,
   reconnect: { baseMs: 1000, maxMs: 15_000, jitter: 'full', retries: 8 }
 }
+
+/**
+ * A device that only publishes QoS 1 telemetry on a clean session (the
+ * ingest benchmarks: bench-ingest.ts, bench-events-overhead.ts): one reading
+ * per message, nothing subscribed, a connection retried 3 times (backoff
+ * from 0.5 s to 5 s) before the device gives up.
+ */
+export const TELEMETRY_ONLY: DeviceProfile = {
+  qos: 1,
+  clean: true,
+  keepaliveSeconds: 60,
+  connectTimeoutMs: 30_000,
+  readings: 1,
+  payloadBytes: 160,
+  config: false,
+  commands: false,
+  commandDelayMs: 0,
+  commandFailRatio: 0,
+  reconnect: { baseMs: 500, maxMs: 5000, jitter: 'full', retries: 3 }
+}
