@@ -45,3 +45,8 @@ export async function limited<T, R> (items: T[], n: number, fn: (item: T) => Pro
   }))
   return out
 }
+
+/** A run's stdout as JSON. */
+export const json = (r: Run) => JSON.parse(r.stdout)
+/** Asserts exit 0, showing stderr when not. */
+export const ok = (t: { is: (a: unknown, b: unknown, m?: string) => void }, r: Run, what: string) => t.is(r.code, 0, `${what}: ${r.stderr}`)

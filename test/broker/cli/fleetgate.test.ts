@@ -11,7 +11,7 @@ import { join } from 'node:path'
 import type { Command } from 'commander'
 import { buildProgram } from '../../../broker/cli/fleetgate/program.js'
 import { api, connectDevice, connackCode, startTestBroker, TEST_ADMIN_TOKEN, type TestBroker } from '../../helpers/broker.js'
-import { brokerEnv, ENTRY, fleetgate, limited, type Run } from './fleetgate-cli.js'
+import { brokerEnv, ENTRY, fleetgate, json, limited, ok } from './fleetgate-cli.js'
 
 let broker: TestBroker
 let env: Record<string, string | undefined>
@@ -22,8 +22,6 @@ test.before(async () => {
 test.after.always(async () => { await broker?.close(); await broker?.db.drop() })
 
 const fg = async (...args: string[]) => await fleetgate(args, env)
-const json = (r: Run) => JSON.parse(r.stdout)
-const ok = (t: { is: (a: unknown, b: unknown, m?: string) => void }, r: Run, what: string) => t.is(r.code, 0, `${what}: ${r.stderr}`)
 
 /** A port nothing listens on: one the OS just gave out and took back. */
 async function closedPort (): Promise<number> {
