@@ -4,6 +4,7 @@
 // per-device labels (cardinality stays bounded whatever the fleet size).
 import client from 'prom-client'
 import type { BuildInfo } from './build-info.js'
+import { HotHistogram } from './hot-histogram.js'
 
 export type Metrics = ReturnType<typeof createMetrics>
 
@@ -28,6 +29,10 @@ export function createMetrics (opts: { collectDefault?: boolean, build?: BuildIn
   // nodejs_eventloop_lag_seconds, …), so stock Node.js dashboards and alerts work.
   if (opts.collectDefault !== false) client.collectDefaultMetrics({ register: registry })
   const r = [registry]
+  // Counted once per telemetry message (issue 15): plain additions here, handed
+  // to the prom-client counters when they are read (their `collect`), instead
+  // of a labelled inc() per message.
+  const pending = { telemetry: [0, 0, 0], bytesIn: 0, readingsAccepted: 0 }
   if (opts.build) {
     new client.Gauge({ name: 'fleetgate_build_info', help: 'Always 1; what is running: fleetgate version and commit, aedes and Node.js versions', labelNames: ['version', 'commit', 'aedes_version', 'node_version'] as const, registers: r })
       .set({ version: opts.build.version, commit: opts.build.commit, aedes_version: opts.build.aedesVersion, node_version: opts.build.nodeVersion }, 1)
@@ -45,8 +50,28 @@ export function createMetrics (opts: { collectDefault?: boolean, build?: BuildIn
     authCache: new client.Counter({ name: 'fleetgate_auth_cache_lookups_total', help: 'Credential cache look-ups by result', labelNames: ['result'] as const, registers: r }),
     aclRefusals: new client.Counter({ name: 'fleetgate_mqtt_acl_refusals_total', help: 'Publishes and subscriptions refused by the ACL', labelNames: ['action'] as const, registers: r }),
     // traffic
-    publishes: new client.Counter({ name: 'fleetgate_mqtt_publishes_received_total', help: 'PUBLISH packets received, by topic class and QoS', labelNames: ['topic_class', 'qos'] as const, registers: r }),
-    bytesIn: new client.Counter({ name: 'fleetgate_mqtt_publish_bytes_received_total', help: 'Payload bytes received in PUBLISH packets', registers: r }),
+    publishes: new client.Counter({
+      name: 'fleetgate_mqtt_publishes_received_total',
+      help: 'PUBLISH packets received, by topic class and QoS',
+      labelNames: ['topic_class', 'qos'] as const,
+      registers: r,
+      collect () {
+        for (let qos = 0; qos < 3; qos++) {
+          const n = pending.telemetry[qos]!
+          if (n > 0) { pending.telemetry[qos] = 0; this.inc({ topic_class: 'telemetry', qos }, n) }
+        }
+      }
+    }),
+    bytesIn: new client.Counter({
+      name: 'fleetgate_mqtt_publish_bytes_received_total',
+      help: 'Payload bytes received in PUBLISH packets',
+      registers: r,
+      collect () { if (pending.bytesIn > 0) { this.inc(pending.bytesIn); pending.bytesIn = 0 } }
+    }),
+    /** One telemetry PUBLISH received (counted in publishes{telemetry} and bytesIn when read). */
+    telemetryReceived (qos: 0 | 1 | 2, bytes: number) { pending.telemetry[qos]!++; pending.bytesIn += bytes },
+    /** Readings accepted into the ingest queue (counted in readingsAccepted when read). */
+    readingsTaken (n: number) { pending.readingsAccepted += n },
     // ingestion
     queueRows: gaugeFrom('fleetgate_ingest_queue_rows', 'Readings waiting in the ingest queue', () => sources.queueRows?.()),
     queueCapacity: new client.Gauge({ name: 'fleetgate_ingest_queue_capacity_rows', help: 'Capacity of the ingest queue', registers: r }),
@@ -54,11 +79,16 @@ export function createMetrics (opts: { collectDefault?: boolean, build?: BuildIn
     poolTotal: gaugeFrom('fleetgate_db_pool_connections', 'PostgreSQL pool connections open', () => sources.poolTotal?.()),
     poolIdle: gaugeFrom('fleetgate_db_pool_idle_connections', 'PostgreSQL pool connections idle', () => sources.poolIdle?.()),
     poolWaiting: gaugeFrom('fleetgate_db_pool_waiting_requests', 'Requests waiting for a PostgreSQL pool connection', () => sources.poolWaiting?.()),
-    queueWait: new client.Histogram({ name: 'fleetgate_ingest_queue_wait_seconds', help: 'Time a message waited in the queue before its batch was cut', buckets: LATENCY_BUCKETS, registers: r }),
+    queueWait: new HotHistogram({ name: 'fleetgate_ingest_queue_wait_seconds', help: 'Time a message waited in the queue before its batch was cut', buckets: LATENCY_BUCKETS, registers: r }),
     batchRows: new client.Histogram({ name: 'fleetgate_ingest_batch_rows', help: 'Rows per committed batch', buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000], registers: r }),
     flushSeconds: new client.Histogram({ name: 'fleetgate_ingest_flush_seconds', help: 'Time to commit one batch, retries included', buckets: LATENCY_BUCKETS, registers: r }),
     rowsCommitted: new client.Counter({ name: 'fleetgate_ingest_rows_committed_total', help: 'Rows committed (readings and dead letters)', registers: r }),
-    readingsAccepted: new client.Counter({ name: 'fleetgate_ingest_readings_accepted_total', help: 'Readings accepted into the ingest queue', registers: r }),
+    readingsAccepted: new client.Counter({
+      name: 'fleetgate_ingest_readings_accepted_total',
+      help: 'Readings accepted into the ingest queue',
+      registers: r,
+      collect () { if (pending.readingsAccepted > 0) { this.inc(pending.readingsAccepted); pending.readingsAccepted = 0 } }
+    }),
     oldestBatchSeconds: gaugeFrom('fleetgate_ingest_oldest_batch_age_seconds', 'Age of the oldest batch being written (0 when none): a stalled write shows here', () => sources.oldestBatchSeconds?.()),
     storeFaults: new client.Counter({ name: 'fleetgate_ingest_store_faults_total', help: 'Batch writes refused for every row (table-wide constraint, trigger, missing partition): held and retried, not dead-lettered', labelNames: ['code'] as const, registers: r }),
     retries: new client.Counter({ name: 'fleetgate_ingest_retries_total', help: 'Batch writes retried after a database error', registers: r }),
@@ -67,7 +97,7 @@ export function createMetrics (opts: { collectDefault?: boolean, build?: BuildIn
     refused: new client.Counter({ name: 'fleetgate_ingest_messages_refused_total', help: 'Telemetry messages refused without PUBACK (the device retransmits), by reason', labelNames: ['reason'] as const, registers: r }),
     throttledSeconds: new client.Counter({ name: 'fleetgate_mqtt_publish_throttled_seconds_total', help: 'Time device publishes were held for exceeding their publish budget', registers: r }),
     backpressureSeconds: new client.Counter({ name: 'fleetgate_ingest_backpressure_seconds_total', help: 'Total time publishers were held because the queue was full', registers: r }),
-    pubackLatency: new client.Histogram({ name: 'fleetgate_ingest_ack_latency_seconds', help: 'From telemetry PUBLISH received to its batch committed (PUBACK sent for QoS 1)', buckets: LATENCY_BUCKETS, registers: r }),
+    pubackLatency: new HotHistogram({ name: 'fleetgate_ingest_ack_latency_seconds', help: 'From telemetry PUBLISH received to its batch committed (PUBACK sent for QoS 1)', buckets: LATENCY_BUCKETS, registers: r }),
     // control plane
     deviceMessages: new client.Counter({ name: 'fleetgate_device_messages_total', help: 'Reported configs and command results from devices, by outcome (recorded, invalid, unknown, finished, error)', labelNames: ['kind', 'outcome'] as const, registers: r }),
     deliveries: new client.Counter({ name: 'fleetgate_deliveries_total', help: 'Configs and commands handed to a connected device', labelNames: ['kind'] as const, registers: r }),

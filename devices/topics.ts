@@ -39,12 +39,20 @@ export interface DeviceTopic {
   commandId?: string
 }
 
+// Shared answers: parseDevicePublish runs for every message a device sends.
+const TELEMETRY_TOPIC: DeviceTopic = Object.freeze({ kind: 'telemetry' })
+const CONFIG_REPORTED_TOPIC: DeviceTopic = Object.freeze({ kind: 'config_reported' })
+const TELEMETRY_SUFFIX = '/telemetry'
+
 /** Parses one of the device's own publish topics; undefined when the device may not publish there. */
 export function parseDevicePublish (deviceId: string, topic: string): DeviceTopic | undefined {
-  if (!topic.startsWith(DEVICES_PREFIX) || !topic.startsWith(deviceId + '/', DEVICES_PREFIX.length)) return undefined
-  const rest = topic.slice(DEVICES_PREFIX.length + deviceId.length + 1)
-  if (rest === 'telemetry') return { kind: 'telemetry' }
-  if (rest === 'config/reported') return { kind: 'config_reported' }
+  if (!topic.startsWith(DEVICES_PREFIX) || !topic.startsWith(deviceId, DEVICES_PREFIX.length)) return undefined
+  const own = DEVICES_PREFIX.length + deviceId.length
+  // Telemetry, the common case, without slicing the topic.
+  if (topic.length === own + TELEMETRY_SUFFIX.length && topic.endsWith(TELEMETRY_SUFFIX)) return TELEMETRY_TOPIC
+  if (topic.charCodeAt(own) !== 0x2f) return undefined // '/'
+  const rest = topic.slice(own + 1)
+  if (rest === 'config/reported') return CONFIG_REPORTED_TOPIC
   // commands/{commandId}/result with exactly one non-empty commandId level
   if (rest.startsWith('commands/') && rest.endsWith('/result')) {
     const commandId = rest.slice('commands/'.length, -'/result'.length)

@@ -18,6 +18,13 @@
 //                  (3.1.1, 5, 5, 3.1.1) so drift during the run cancels out:
 //                  stored/s and PUBACK p50/p99 of each, and the ratio v5/3.1.1
 //                  (goal ≥ 0.95). --protocols-only runs this one alone.
+//   6. cpu       — the broker process's own CPU time per message (/proc, over
+//                  the measured window): plain aedes per acknowledged message
+//                  against fleetgate per stored reading, same devices and
+//                  load, at saturation (--window) and at one fixed offered
+//                  rate (--fixed-rate, default 10,000/s), each ABBA. Goal
+//                  (issue 15): fleetgate ≤ 1.3× plain aedes. --cpu-only runs
+//                  this one alone.
 // Prints a table, writes results/bench-ingest.json.
 import { mkdir, writeFile } from 'node:fs/promises'
 import { cpus } from 'node:os'
@@ -44,7 +51,9 @@ const { values: args } = parseArgs({
     'payload-bytes': { type: 'string', default: '160' },
     out: { type: 'string', default: 'results/bench-ingest.json' },
     'database-url': { type: 'string' },
-    'protocols-only': { type: 'boolean', default: false }
+    'protocols-only': { type: 'boolean', default: false },
+    'cpu-only': { type: 'boolean', default: false },
+    'fixed-rate': { type: 'string', default: '10000' }
   }
 })
 const num = (name: keyof typeof args) => {
@@ -71,6 +80,8 @@ interface ScenarioResult {
   maxMs: number
   brokerRssMaxMb: number
   brokerCpuPercent: number
+  /** Broker CPU time over the window per stored reading (fleetgate) or per acknowledged message (baselines), in µs. */
+  brokerCpuUsPerMessage: number
   loadCpuPercent: number
   dbCpuPercent: number
   errors: number
@@ -87,6 +98,8 @@ async function histogramTotals (metricsUrl: string | undefined): Promise<Record<
   for (const m of text.matchAll(/^(fleetgate_ingest_(?:batch_rows|flush_seconds)_(?:sum|count)) ([\d.e+-]+)$/gm)) out[m[1]!] = Number(m[2])
   return out
 }
+
+const perMessageUs = (cpuSeconds: number, messages: number) => messages > 0 ? Math.round(cpuSeconds / messages * 1e7) / 10 : 0
 
 async function runScenario (opts: {
   name: string,
@@ -161,6 +174,7 @@ async function runScenario (opts: {
     maxMs: maxMs(latency),
     brokerRssMaxMb: Math.round(rssMax),
     brokerCpuPercent: Math.round((cpu1 - cpu0) / elapsed * 100),
+    brokerCpuUsPerMessage: perMessageUs(cpu1 - cpu0, opts.countRows ? rows1 - rows0 : report.acked),
     loadCpuPercent: Math.round((loadCpu1 - loadCpu0) / elapsed * 100),
     dbCpuPercent: Math.round(cpuDelta(db0, db1) / elapsed * 100),
     errors: Object.values(report.errors).reduce((a, b) => a + b, 0),
@@ -170,11 +184,16 @@ async function runScenario (opts: {
   }
 }
 
+interface CpuPair { label: string, plainUs: number, fleetgateUs: number, ratio: number }
+interface CpuComparison { saturation: CpuPair, fixedRate: CpuPair }
+
 async function main () {
   const env = await startBenchEnvironment({ name: 'ingest', databaseUrl: args['database-url'] })
   try {
     const results: ScenarioResult[] = []
     const PROTOCOLS_ONLY = args['protocols-only'] === true
+    const CPU_ONLY = args['cpu-only'] === true
+    const FIXED_RATE = num('fixed-rate')
     // Undefined for a database on another host: its CPU is then not counted (shown as 0%).
     const postmaster = await postmasterPid(env.databaseUrl)
     if (!postmaster) console.error('the database does not run on this machine: its CPU is not counted')
@@ -182,16 +201,15 @@ async function main () {
     // 1. Baselines: plain aedes, at a shallow and a deep per-device window.
     const plain = PROTOCOLS_ONLY ? undefined : await env.plainAedes()
     const anonDevices = Array.from({ length: DEVICES }, (_, i) => ({ id: `bench-${i + 1}` }))
-    if (plain) {
+    if (plain && !CPU_ONLY) {
       const plainCommon = { broker: plain, devices: anonDevices, ratePerSecond: 0, seconds: SECONDS, postmaster }
       console.error('baseline: plain aedes …')
       results.push(await runScenario({ ...plainCommon, name: `plain aedes, window ${WINDOW}`, window: WINDOW }))
       results.push(await runScenario({ ...plainCommon, name: `plain aedes, window ${DEEP}`, window: DEEP }))
-      await plain.stop()
     }
 
     // Eclipse Mosquitto, if installed (Debian package `mosquitto`): the same load in plain-MQTT mode.
-    const mosquitto = PROTOCOLS_ONLY ? undefined : await env.mosquitto()
+    const mosquitto = PROTOCOLS_ONLY || CPU_ONLY ? undefined : await env.mosquitto()
     if (mosquitto) {
       const plainCommon = { broker: mosquitto, devices: anonDevices, ratePerSecond: 0, seconds: SECONDS, postmaster }
       console.error('baseline: mosquitto …')
@@ -199,7 +217,7 @@ async function main () {
       results.push(await runScenario({ ...mqCommon, name: `mosquitto, window ${WINDOW}`, window: WINDOW }))
       results.push(await runScenario({ ...mqCommon, name: `mosquitto, window ${DEEP}`, window: DEEP }))
       await mosquitto.stop()
-    } else if (!PROTOCOLS_ONLY) console.error('mosquitto not installed (apt-get install mosquitto): baseline skipped')
+    } else if (!PROTOCOLS_ONLY && !CPU_ONLY) console.error('mosquitto not installed (apt-get install mosquitto): baseline skipped')
 
     // 2. fleetgate.
     const broker = await env.fleetgate()
@@ -231,8 +249,42 @@ async function main () {
     }
 
     const checks: Array<{ goal: string, value: unknown, ok: boolean }> = []
+    // 6. The broker's own CPU per message (issue 15, target 1): plain aedes and
+    // fleetgate with the same load, at saturation (window WINDOW) and at one
+    // fixed offered rate, each in ABBA order so that drift cancels out.
+    // fleetgate counts per stored reading, plain aedes per acknowledged message.
+    let cpu: CpuComparison | undefined
+    if (plain) {
+      console.error('broker CPU per message: plain aedes vs fleetgate …')
+      const plainCommon = { broker: plain, devices: anonDevices, seconds: SECONDS, postmaster }
+      const pair = async (label: string, window: number, rate: number) => {
+        const runs: ScenarioResult[] = []
+        for (const [i, which] of (['plain', 'fleetgate', 'fleetgate', 'plain'] as const).entries()) {
+          const name = `cpu: ${which === 'plain' ? 'plain aedes' : 'fleetgate'}, ${label} (${i + 1}/4)`
+          runs.push(which === 'plain'
+            ? await runScenario({ ...plainCommon, name, window, ratePerSecond: rate })
+            : await runScenario({ ...common, name, window, ratePerSecond: rate }))
+        }
+        results.push(...runs)
+        const meanUs = (prefix: string) => {
+          const mine = runs.filter((r) => r.name.startsWith(prefix))
+          return Math.round(mine.reduce((a, r) => a + r.brokerCpuUsPerMessage, 0) / mine.length * 10) / 10
+        }
+        const plainUs = meanUs('cpu: plain aedes'); const fleetgateUs = meanUs('cpu: fleetgate')
+        return { label, plainUs, fleetgateUs, ratio: plainUs > 0 ? Math.round(fleetgateUs / plainUs * 100) / 100 : 0 }
+      }
+      cpu = {
+        saturation: await pair(`saturation, window ${WINDOW}`, WINDOW, 0),
+        fixedRate: await pair(`${FIXED_RATE}/s offered`, DEEP, FIXED_RATE)
+      }
+      for (const c of [cpu.saturation, cpu.fixedRate]) {
+        console.error(`broker CPU per message, ${c.label}: plain aedes ${c.plainUs} µs, fleetgate ${c.fleetgateUs} µs per stored reading: ${c.ratio}×`)
+        checks.push({ goal: `broker CPU/reading ≤ 1.3× plain aedes, ${c.label}`, value: `${c.fleetgateUs} / ${c.plainUs} µs = ${c.ratio}`, ok: c.ratio <= 1.3 })
+      }
+      await plain.stop()
+    }
     let alive = true
-    if (!PROTOCOLS_ONLY) {
+    if (!PROTOCOLS_ONLY && !CPU_ONLY) {
       console.error('fleetgate: saturate …')
       results.push(await runScenario({ ...common, name: `fleetgate, window ${WINDOW}`, window: WINDOW, ratePerSecond: 0 }))
       results.push(await runScenario({ ...common, name: `fleetgate, window ${DEEP}`, window: DEEP, ratePerSecond: 0 }))
@@ -260,24 +312,26 @@ async function main () {
         { goal: 'overload: broker alive, queue within capacity', value: `alive=${alive}, queue max ${over.queueRowsMax}, RSS max ${over.brokerRssMaxMb} MB`, ok: alive }
       )
     }
-    const p = await protocols()
-    checks.push(
-      { goal: 'stored/s MQTT 5 / MQTT 3.1.1 ≥ 0.95 (same window)', value: p.ratio, ok: p.ratio >= 0.95 },
-      { goal: 'PUBACK p50 / p99 ms, MQTT 3.1.1 (information)', value: `${p.v4.p50} / ${p.v4.p99}`, ok: true },
-      { goal: 'PUBACK p50 / p99 ms, MQTT 5 (information)', value: `${p.v5.p50} / ${p.v5.p99}`, ok: true }
-    )
+    const p = CPU_ONLY ? undefined : await protocols()
+    if (p) {
+      checks.push(
+        { goal: 'stored/s MQTT 5 / MQTT 3.1.1 ≥ 0.95 (same window)', value: p.ratio, ok: p.ratio >= 0.95 },
+        { goal: 'PUBACK p50 / p99 ms, MQTT 3.1.1 (information)', value: `${p.v4.p50} / ${p.v4.p99}`, ok: true },
+        { goal: 'PUBACK p50 / p99 ms, MQTT 5 (information)', value: `${p.v5.p50} / ${p.v5.p99}`, ok: true }
+      )
+    }
     await counter.end()
 
     const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version }
-    console.log('\nscenario                                   devices  acked/s  stored/s  p50 ms  p90 ms  p99 ms  max ms  RSS MB  broker CPU  load CPU  db CPU  errors  batch rows  flush ms')
+    console.log('\nscenario                                   devices  acked/s  stored/s  p50 ms  p90 ms  p99 ms  max ms  RSS MB  broker CPU  µs/msg  load CPU  db CPU  errors  batch rows  flush ms')
     for (const r of results) {
-      console.log(`${r.name.padEnd(42)} ${String(r.connected).padStart(7)} ${String(r.ackedPerSecond).padStart(8)} ${String(r.storedPerSecond ?? '-').padStart(9)} ${String(r.p50Ms).padStart(7)} ${String(r.p90Ms).padStart(7)} ${String(r.p99Ms).padStart(7)} ${String(r.maxMs).padStart(7)} ${String(r.brokerRssMaxMb).padStart(7)} ${String(r.brokerCpuPercent + '%').padStart(11)} ${String(r.loadCpuPercent + '%').padStart(9)} ${String(r.dbCpuPercent + '%').padStart(7)} ${String(r.errors).padStart(7)} ${String(r.meanBatchRows ?? '-').padStart(11)} ${String(r.meanFlushMs ?? '-').padStart(9)}`)
+      console.log(`${r.name.padEnd(42)} ${String(r.connected).padStart(7)} ${String(r.ackedPerSecond).padStart(8)} ${String(r.storedPerSecond ?? '-').padStart(9)} ${String(r.p50Ms).padStart(7)} ${String(r.p90Ms).padStart(7)} ${String(r.p99Ms).padStart(7)} ${String(r.maxMs).padStart(7)} ${String(r.brokerRssMaxMb).padStart(7)} ${String(r.brokerCpuPercent + '%').padStart(11)} ${String(r.brokerCpuUsPerMessage).padStart(7)} ${String(r.loadCpuPercent + '%').padStart(9)} ${String(r.dbCpuPercent + '%').padStart(7)} ${String(r.errors).padStart(7)} ${String(r.meanBatchRows ?? '-').padStart(11)} ${String(r.meanFlushMs ?? '-').padStart(9)}`)
     }
     console.log('\ngoal                                                   value   met')
     for (const c of checks) console.log(`${c.goal.padEnd(52)} ${String(c.value).padStart(8)}   ${c.ok ? 'yes' : 'NO'}`)
     const outPath = resolve(args.out!)
     await mkdir(join(outPath, '..'), { recursive: true })
-    await writeFile(outPath, JSON.stringify({ date: new Date().toISOString(), machine, params: { DEVICES, WORKERS, WINDOW, DEEP, WARMUP_S, SECONDS, PAYLOAD, protocolsOnly: PROTOCOLS_ONLY }, results, checks, protocols: p }, null, 2))
+    await writeFile(outPath, JSON.stringify({ date: new Date().toISOString(), machine, params: { DEVICES, WORKERS, WINDOW, DEEP, WARMUP_S, SECONDS, PAYLOAD, FIXED_RATE, protocolsOnly: PROTOCOLS_ONLY, cpuOnly: CPU_ONLY }, results, checks, protocols: p, cpu }, null, 2))
     console.log(`\nwritten ${args.out}`)
   } finally {
     await env.close()

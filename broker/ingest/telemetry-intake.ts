@@ -50,15 +50,62 @@ export interface TelemetryIntakeOptions {
   /** A dead letter (or other per-message event), for a sampled log line. */
   note? (key: string, fields: Record<string, unknown>, msg: string): void
   /**
-   * Wraps callbacks that run later, outside the caller's stack (called by the
-   * batch writer): the MQTT side contains their exceptions per connection.
+   * An exception from a callback that ran later, outside the caller's stack
+   * (called by the batch writer): the MQTT side contains it per connection.
+   * Without it, the exception propagates.
    */
-  contain? <A extends unknown[]> (owner: object, fn: (...args: A) => void): (...args: A) => void
+  fail? (owner: object, err: unknown): void
+}
+
+type IntakeDone = (err: Error | null, outcome?: IntakeOutcome) => void
+
+const STORED: IntakeOutcome = Object.freeze({})
+
+interface EntryContext {
+  metrics: Metrics
+  connectionGone: Error
+  fail? (owner: object, err: unknown): void
+}
+
+// One queued telemetry message. A class with a method rather than closures:
+// this is allocated for every message the broker receives (issue 15), and the
+// batch writer calls `entry.done()` as a method.
+class TelemetryEntry {
+  enqueuedAt = 0
+  admitted = false
+  constructor (
+    readonly ctx: EntryContext,
+    readonly rows: IngestRow[],
+    readonly bytes: number,
+    readonly owner: object,
+    readonly receivedAt: number,
+    readonly qos0: boolean,
+    readonly outcome: IntakeOutcome,
+    readonly callerDone: IntakeDone
+  ) {}
+
+  /** Called by the batch writer once committed, or with an error: an exception here must not stop it acknowledging the batch's other entries. */
+  done (err?: Error): void {
+    try {
+      if (err) {
+        // Not stored: no PUBACK; the connection closes and the device
+        // retransmits (QoS 1) after reconnecting. A QoS 0 message refused
+        // before admission must still release its caller.
+        this.ctx.metrics.refused.inc({ reason: err === this.ctx.connectionGone ? 'connection_closed' : 'pipeline_aborted' })
+        if (!this.qos0 || !this.admitted) this.callerDone(err)
+        return
+      }
+      this.ctx.metrics.pubackLatency.observe((Date.now() - this.receivedAt) / 1000)
+      if (!this.qos0) this.callerDone(null, this.outcome)
+    } catch (caught) {
+      if (!this.ctx.fail) throw caught
+      this.ctx.fail(this.owner, caught)
+    }
+  }
 }
 
 export function createTelemetryIntake (opts: TelemetryIntakeOptions): TelemetryIntake {
   const { queue, metrics } = opts
-  const contain = opts.contain ?? (<A extends unknown[]>(_owner: object, fn: (...args: A) => void) => fn)
   // The accepted ts window moves with the clock; recomputed once a second.
   const limits = { maxBytes: opts.maxBytes, maxReadings: opts.maxReadings, maxDepth: opts.maxDepth, minTs: 0, maxTs: 0 }
   const updateWindow = () => {
@@ -70,6 +117,7 @@ export function createTelemetryIntake (opts: TelemetryIntakeOptions): TelemetryI
   const windowTimer = setInterval(updateWindow, 1000)
   windowTimer.unref()
   const connectionGone = new Error('connection closed while waiting for room in the ingest queue')
+  const ctx: EntryContext = { metrics, connectionGone, fail: opts.fail }
 
   function rowsOf (deviceId: string, payload: Buffer, receivedAt: number): { rows: IngestRow[], deadLetter?: RejectReason } {
     const decoded = decodeTelemetry(payload, receivedAt, limits)
@@ -80,7 +128,7 @@ export function createTelemetryIntake (opts: TelemetryIntakeOptions): TelemetryI
         const r = readings[i]!
         rows[i] = { kind: 'reading', deviceId, ts: r.ts, hash: r.hash, receivedAt, json: r.json }
       }
-      metrics.readingsAccepted.inc(rows.length)
+      metrics.readingsTaken(rows.length)
       return { rows }
     }
     metrics.deadLetters.inc({ reason: decoded.reason })
@@ -104,29 +152,14 @@ export function createTelemetryIntake (opts: TelemetryIntakeOptions): TelemetryI
     take (deviceId, payload, qos, owner, done) {
       const receivedAt = Date.now()
       const { rows, deadLetter } = rowsOf(deviceId, payload, receivedAt)
-      const outcome: IntakeOutcome = deadLetter ? { deadLetter } : {}
       const qos0 = qos === 0
-      let admitted = false
-      const accepted = queue.push({
-        rows,
-        bytes: payload.length,
-        owner,
-        enqueuedAt: 0,
-        // Called by the batch writer: an exception here must not stop it
-        // acknowledging the batch's other entries.
-        done: contain(owner, (err?: Error) => {
-          if (err) {
-            // Not stored: no PUBACK; the connection closes and the device
-            // retransmits (QoS 1) after reconnecting. A QoS 0 message refused
-            // before admission must still release its caller.
-            metrics.refused.inc({ reason: err === connectionGone ? 'connection_closed' : 'pipeline_aborted' })
-            if (!qos0 || !admitted) done(err)
-            return
+      const entry = new TelemetryEntry(ctx, rows, payload.length, owner, receivedAt, qos0, deadLetter ? { deadLetter } : STORED, done)
+      const accepted = queue.push(entry, qos0
+        ? () => {
+            entry.admitted = true
+            try { done(null, entry.outcome) } catch (err) { if (!opts.fail) throw err; opts.fail(owner, err) }
           }
-          metrics.pubackLatency.observe((Date.now() - receivedAt) / 1000)
-          if (!qos0) done(null, outcome)
-        })
-      }, qos0 ? contain(owner, () => { admitted = true; done(null, outcome) }) : undefined)
+        : undefined)
       if (!accepted) {
         metrics.refused.inc({ reason: 'draining' })
         done(new Error('server is shutting down'))

@@ -24,6 +24,11 @@ export interface HookGuard {
   run<T> (hook: HookName, client: GuardedClient | null | undefined, fn: () => T, fallback?: T): T
   /** A callback that runs through run() when called (for timers and promise callbacks). */
   wrap<A extends unknown[]> (hook: HookName, client: GuardedClient | null | undefined, fn: (...args: A) => void): (...args: A) => void
+  /**
+   * What run() does with an exception, for a hot path that has its own
+   * try/catch (no closure per call): counts it, logs it, closes the connection.
+   */
+  fail (hook: HookName, client: GuardedClient | null | undefined, err: unknown): void
 }
 
 export function createHookGuard (opts: { log: Logger, onError (hook: HookName): void }): HookGuard {
@@ -50,8 +55,15 @@ export function createHookGuard (opts: { log: Logger, onError (hook: HookName): 
       }
     },
     wrap (hook, client, fn) {
-      return (...args) => guard.run(hook, client, () => fn(...args))
-    }
+      return (...args) => {
+        try {
+          fn(...args)
+        } catch (err) {
+          contain(hook, client, err)
+        }
+      }
+    },
+    fail: contain
   }
   return guard
 }

@@ -153,7 +153,7 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
     retentionDays: opts.telemetryRetentionDays,
     maxFutureMs: opts.telemetryMaxFutureMs,
     note: sampled,
-    contain: (owner, fn) => guard.wrap('ingest', owner as FleetClient, fn)
+    fail: (owner, err) => guard.fail('ingest', owner as FleetClient, err)
   })
   // The session store (Redis in cluster mode, else aedes' in-memory one),
   // its queue replay recorded for connack-first.ts, its QoS 2 state for

@@ -35,13 +35,32 @@ type Done = (err?: Error | null) => void
 type Stored = (err?: Error | null, release?: boolean) => void
 type Qos2State = Done[] | 'stored'
 
-interface Connection {
+// Per connection; the Map and Set are made on first use, because most
+// connections never send QoS 2 and an idle fleet's memory is counted per
+// connection (issue 15).
+class Connection {
+  private idMap?: Map<number, Qos2State>
+  private stored?: Set<number>
   /** CONNECT with Clean Session (3.1.1) or Clean Start (5). */
-  clean: boolean
+  constructor (readonly clean: boolean) {}
   /** Ids seen by run(): being stored (waiters) or stored, awaiting PUBREL. */
-  ids: Map<number, Qos2State>
+  get ids (): Map<number, Qos2State> { return (this.idMap ??= new Map()) }
+  get idCount (): number { return this.idMap?.size ?? 0 }
+  hasId (id: number): boolean { return this.idMap?.has(id) ?? false }
   /** Ids this connection stored in the session store (for a clean one, the only ones that count). */
-  storedHere: Set<number>
+  get storedHere (): Set<number> { return (this.stored ??= new Set()) }
+  storedHereHas (id: number): boolean { return this.stored?.has(id) ?? false }
+  /** Takes the stored ids (for deletion), leaving none. */
+  takeStored (): number[] {
+    const ids = this.stored ? [...this.stored] : []
+    this.stored = undefined
+    return ids
+  }
+
+  forget (id: number): void {
+    this.idMap?.delete(id)
+    this.stored?.delete(id)
+  }
 }
 
 export interface ExactlyOnce {
@@ -68,19 +87,18 @@ export function createExactlyOnce<S extends IncomingStore> (store: S): { store: 
   }
   store.incomingGetPacket = async (client, packet) => {
     const c = connections.get(client)
-    if (c?.clean && !c.storedHere.has(packet.messageId!)) throw new Error('no such packet')
+    if (c?.clean && !c.storedHereHas(packet.messageId!)) throw new Error('no such packet')
     return await get(client, packet)
   }
   store.incomingDelPacket = async (client, packet) => {
     const c = connections.get(client)
-    c?.ids.delete(packet.messageId!)
-    c?.storedHere.delete(packet.messageId!)
+    c?.forget(packet.messageId!)
     try { await del(client, packet) } catch {}
   }
 
   const exactlyOnce: ExactlyOnce = {
     connecting (client, clean) {
-      connections.set(client, { clean, ids: new Map(), storedHere: new Set() })
+      connections.set(client, new Connection(clean))
     },
     run (client, packet, storeIt, done, onDuplicate) {
       // A will (no packet id) is published once, when its connection ends.
@@ -106,16 +124,15 @@ export function createExactlyOnce<S extends IncomingStore> (store: S): { store: 
       get(client, { messageId: id }).then(() => { onDuplicate(); finish(null) }, () => storeIt(finish))
     },
     knows (client, messageId) {
-      return connections.get(client)?.ids.has(messageId) ?? false
+      return connections.get(client)?.hasId(messageId) ?? false
     },
     awaiting (client) {
-      return connections.get(client)?.ids.size ?? 0
+      return connections.get(client)?.idCount ?? 0
     },
     closed (client, sessionEnds) {
       const c = connections.get(client)
       if (!c || !sessionEnds) return
-      for (const id of c.storedHere) del(client, { messageId: id }).catch(() => {})
-      c.storedHere.clear()
+      for (const id of c.takeStored()) del(client, { messageId: id }).catch(() => {})
     }
   }
   return { store, exactlyOnce }
