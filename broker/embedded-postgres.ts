@@ -65,6 +65,12 @@ async function binaries (): Promise<{ postgres: string }> {
   return await import(pkg) as { postgres: string }
 }
 
+/**
+ * A port that is free now, for a server that needs its port up front
+ * (PostgreSQL, redis-server, mosquitto). Another process may take it before
+ * that server binds it: callers pick again when the bind fails. A server of
+ * ours (fleetgate, aedes) binds port 0 instead and reports what it got.
+ */
 export async function freePort (host = '127.0.0.1'): Promise<number> {
   return await new Promise((resolve, reject) => {
     const srv = createServer()
@@ -163,7 +169,6 @@ export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Pro
     await stopPostmaster(running.pid, dataDir)
   }
 
-  const port = opts.port && opts.port > 0 ? opts.port : await freePort()
   const settings: Record<string, string | number> = {
     listen_addresses: '127.0.0.1',
     unix_socket_directories: '',
@@ -171,39 +176,65 @@ export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Pro
     shared_buffers: '256MB',
     ...opts.settings
   }
-  const args = ['-D', dataDir, '-p', String(port)]
-  for (const [k, v] of Object.entries(settings)) args.push('-c', `${k}=${v}`)
   const { postgres } = await binaries()
-  // detached: its own process group, so a terminal's Ctrl-C reaches only us
-  // and we stop the database last, after the ingest queue is drained.
-  const child: ChildProcess = spawn(postgres, args, { ...postgresIds(), detached: true, stdio: ['ignore', 'ignore', 'pipe'] })
-  let exited = false
-  let stderrTail = ''
-  child.stderr?.on('data', (chunk: Buffer) => {
-    const text = chunk.toString()
-    stderrTail = (stderrTail + text).slice(-4000)
-    for (const line of text.split('\n')) if (line.trim()) log.debug({ postgres: line.trim() })
-  })
-  const exitPromise = new Promise<void>((resolve) => child.once('exit', () => { exited = true; resolve() }))
+  /** Starts the postmaster on `port`; resolves once it accepts connections. */
+  const launch = async (port: number) => {
+    const args = ['-D', dataDir, '-p', String(port)]
+    for (const [k, v] of Object.entries(settings)) args.push('-c', `${k}=${v}`)
+    // detached: its own process group, so a terminal's Ctrl-C reaches only us
+    // and we stop the database last, after the ingest queue is drained.
+    const child: ChildProcess = spawn(postgres, args, { ...postgresIds(), detached: true, stdio: ['ignore', 'ignore', 'pipe'] })
+    const state = { exited: false }
+    let stderrTail = ''
+    child.stderr?.on('data', (chunk: Buffer) => {
+      const text = chunk.toString()
+      stderrTail = (stderrTail + text).slice(-4000)
+      for (const line of text.split('\n')) if (line.trim()) log.debug({ postgres: line.trim() })
+    })
+    const exitPromise = new Promise<void>((resolve) => child.once('exit', () => { state.exited = true; resolve() }))
 
-  const url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`
-  const deadline = Date.now() + 60_000
-  for (;;) {
-    if (exited) throw new Error(`embedded PostgreSQL exited during start-up: ${stderrTail.trim()}`)
-    const client = new pg.Client({ connectionString: url })
+    const url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`
+    const deadline = Date.now() + 60_000
+    for (;;) {
+      if (state.exited) throw new Error(`embedded PostgreSQL exited during start-up: ${stderrTail.trim()}`)
+      // Bounded: whatever else holds the port (the postmaster could not bind
+      // it) may accept the connection and never answer.
+      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 })
+      try {
+        await client.connect()
+        await client.end()
+        break
+      } catch (err) {
+        await client.end().catch(() => {})
+        if (Date.now() > deadline) {
+          child.kill('SIGKILL')
+          throw new Error(`embedded PostgreSQL did not accept connections within 60 s: ${(err as Error).message}`)
+        }
+        await sleep(100)
+      }
+    }
+    return { child, state, exitPromise, url }
+  }
+
+  // PostgreSQL needs its port up front (it has no "any free port"). A port
+  // picked here is free when picked but may be taken before the postmaster
+  // binds it (tests and benchmarks start servers side by side): then another
+  // is picked, up to 5 times. A port given is used as given (a restart on
+  // the same address).
+  const picked = !(opts.port && opts.port > 0)
+  let port: number
+  let launched: Awaited<ReturnType<typeof launch>>
+  for (let attempt = 1; ; attempt++) {
+    port = picked ? await freePort() : opts.port!
     try {
-      await client.connect()
-      await client.end()
+      launched = await launch(port)
       break
     } catch (err) {
-      await client.end().catch(() => {})
-      if (Date.now() > deadline) {
-        child.kill('SIGKILL')
-        throw new Error(`embedded PostgreSQL did not accept connections within 60 s: ${(err as Error).message}`)
-      }
-      await sleep(100)
+      if (!picked || attempt >= 5 || !/Address already in use/.test((err as Error).message)) throw err
+      log.debug({ port }, 'the picked port was taken before PostgreSQL bound it; picking another')
     }
   }
+  const { child, state, exitPromise, url } = launched
   log.info({ port, dataDir }, 'embedded PostgreSQL ready')
 
   let stopping: Promise<void> | undefined
@@ -212,7 +243,7 @@ export async function startEmbeddedPostgres (opts: EmbeddedPostgresOptions): Pro
     port,
     stop () {
       stopping ??= (async () => {
-        if (exited) return
+        if (state.exited) return
         child.kill('SIGINT') // fast shutdown: clients are already gone
         const timer = setTimeout(() => child.kill('SIGKILL'), 20_000)
         await exitPromise

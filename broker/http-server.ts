@@ -65,6 +65,15 @@ export async function createHttpServer (opts: HttpServerOptions): Promise<Fastif
     connectionTimeout: 120_000
   })
   app.addHook('onSend', async (req, reply) => { void reply.header('x-request-id', req.id) })
+  // One stable line with the port actually bound (HTTP_PORT=0: any free
+  // port), like the MQTT listeners' (mqtt/listeners.ts): at info, and written
+  // even when LOG_LEVEL hides info (not when it is 'silent').
+  app.addHook('onListen', async () => {
+    const address = app.server.address()
+    if (typeof address !== 'object' || !address) return
+    const announce = opts.log.isLevelEnabled('info') || opts.log.level === 'silent' ? opts.log : opts.log.child({}, { level: 'info' })
+    announce.info({ listener: 'http', address: address.address, port: address.port }, 'listening')
+  })
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched'
     opts.metrics.httpDuration.observe({ method: req.method, route, status: String(reply.statusCode) }, reply.elapsedTime / 1000)

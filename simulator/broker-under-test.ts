@@ -18,6 +18,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import pg from 'pg'
 import { pino } from 'pino'
@@ -78,6 +79,41 @@ async function stopProcess (proc: ChildProcess, graceMs = 15_000): Promise<void>
   clearTimeout(late)
 }
 
+/**
+ * The ports a fleetgate child bound, from its 'listening' log lines (JSON on
+ * stdout: broker/mqtt/listeners.ts, broker/http-server.ts); every other line
+ * is passed on to our stdout, as when the child wrote there itself. Started
+ * on port 0, the child binds whatever is free: no port is picked here and
+ * handed over, for another process to take in between.
+ */
+function boundPorts (proc: ChildProcess, timeoutMs = 60_000): Promise<{ mqtt: number, http: number }> {
+  return new Promise((resolve, reject) => {
+    const ports: { mqtt?: number, http?: number } = {}
+    const timer = setTimeout(() => fail(new Error(`fleetgate wrote no 'listening' lines within ${timeoutMs} ms`)), timeoutMs)
+    const onExit = () => fail(new Error(`fleetgate exited (${proc.signalCode ?? proc.exitCode}) before it listened`))
+    proc.once('exit', onExit)
+    function fail (err: Error) { clearTimeout(timer); proc.off('exit', onExit); reject(err) }
+    createInterface({ input: proc.stdout!, crlfDelay: Infinity }).on('line', (line) => {
+      if (line.includes('"listening"')) {
+        try {
+          const l = JSON.parse(line) as { msg?: string, listener?: string, port?: number }
+          if (l.msg === 'listening' && typeof l.port === 'number') {
+            if (l.listener === 'mqtt-tcp') ports.mqtt = l.port
+            else if (l.listener === 'http') ports.http = l.port
+            if (ports.mqtt !== undefined && ports.http !== undefined) {
+              clearTimeout(timer)
+              proc.off('exit', onExit)
+              resolve({ mqtt: ports.mqtt, http: ports.http })
+            }
+            return
+          }
+        } catch {}
+      }
+      process.stdout.write(line + '\n')
+    })
+  })
+}
+
 async function waitReady (url: string, proc: ChildProcess, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
@@ -129,9 +165,9 @@ export async function startBenchEnvironment (opts: { name: string, databaseUrl?:
     const u = new URL(serverUrl); u.pathname = '/fleetgate_bench'
     const databaseUrl = u.toString()
 
-    const track = (name: string, proc: ChildProcess, mqttUrl: string): BrokerUnderTest => {
-      const stop = () => stopProcess(proc)
-      cleanups.push(stop)
+    const track = (name: string, proc: ChildProcess, mqttUrl: string, registered?: () => Promise<void>): BrokerUnderTest => {
+      const stop = registered ?? (() => stopProcess(proc))
+      if (!registered) cleanups.push(stop)
       return { name, pid: proc.pid!, mqttUrl, alive: () => proc.exitCode === null && proc.signalCode === null, stop }
     }
 
@@ -141,7 +177,6 @@ export async function startBenchEnvironment (opts: { name: string, databaseUrl?:
       tempDir,
 
       async fleetgate (env = {}) {
-        const mqttPort = await freePort(); const httpPort = await freePort()
         const nodeArgs = (process.env.BENCH_BROKER_NODE_ARGS ?? '').split(' ').filter(Boolean)
         const main = fromSource ? ['--import', 'tsx', join(repoRoot, 'broker', 'main.ts')] : [join(repoRoot, 'dist', 'broker', 'main.js')]
         const proc = spawn(process.execPath, [...nodeArgs, ...main], {
@@ -151,30 +186,36 @@ export async function startBenchEnvironment (opts: { name: string, databaseUrl?:
             DATABASE_URL: databaseUrl,
             MQTT_HOST: '127.0.0.1',
             HTTP_HOST: '127.0.0.1',
-            MQTT_PORT: String(mqttPort),
-            HTTP_PORT: String(httpPort),
+            // Any free port; boundPorts() reads which from the log.
+            MQTT_PORT: '0',
+            HTTP_PORT: '0',
+            // The 'listening' lines are written at any level but 'silent'.
             LOG_LEVEL: 'warn',
             ADMIN_TOKEN: TOKEN,
             API_RATE_LIMIT_PER_MINUTE: '10000000',
             ...env
           },
-          stdio: ['ignore', 'inherit', 'inherit']
+          stdio: ['ignore', 'pipe', 'inherit']
         })
-        const broker = track('fleetgate', proc, `mqtt://127.0.0.1:${mqttPort}`)
-        const http = `http://127.0.0.1:${httpPort}`
+        const stop = () => stopProcess(proc)
+        cleanups.push(stop)
+        const ports = await boundPorts(proc)
+        const broker = track('fleetgate', proc, `mqtt://127.0.0.1:${ports.mqtt}`, stop)
+        const http = `http://127.0.0.1:${ports.http}`
         await waitReady(`${http}/readyz`, proc)
         return { ...broker, api: createApiClient(http, TOKEN), token: TOKEN, metricsUrl: `${http}/metrics` }
       },
 
       async plainAedes () {
-        const port = await freePort()
-        const proc = fork(join(here, `plain-aedes-broker${fromSource ? '.ts' : '.js'}`), [String(port)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-        const broker = track('plain aedes', proc, `mqtt://127.0.0.1:${port}`)
-        await new Promise<void>((resolve, reject) => {
-          proc.once('message', () => resolve())
+        // Port 0: it binds any free port and says which (plain-aedes-broker.ts).
+        const proc = fork(join(here, `plain-aedes-broker${fromSource ? '.ts' : '.js'}`), ['0'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+        const stop = () => stopProcess(proc)
+        cleanups.push(stop)
+        const port = await new Promise<number>((resolve, reject) => {
+          proc.once('message', (m: { port?: number }) => resolve(Number(m.port)))
           proc.once('exit', (code) => reject(new Error(`plain aedes exited with ${code}`)))
         })
-        return broker
+        return track('plain aedes', proc, `mqtt://127.0.0.1:${port}`, stop)
       },
 
       async mosquitto () {
@@ -185,7 +226,8 @@ export async function startBenchEnvironment (opts: { name: string, databaseUrl?:
 
       async redis () {
         const dir = await tempDir('redis')
-        const server = await startRedisServer({ port: await freePort(), dir })
+        // A picked port taken before redis-server binds it is picked again.
+        const server = await startRedisServer({ port: freePort, dir })
         cleanups.push(() => server.kill())
         return server
       }

@@ -22,7 +22,8 @@
 //     sets alias 1 with the full topic, later ones carry an empty topic), when
 //     the CONNACK allows aliases (Topic Alias Maximum ≥ 1);
 //   - reconnects after a drop or a refused attempt through the backoff
-//     (backoff.ts), and gives up after `reconnect.retries` consecutive failures.
+//     (broker/backoff.ts, the project's one retry formula), and gives up
+//     after `reconnect.retries` consecutive failures.
 //
 // Sessions. With a persistent session (clean = false) the unacknowledged QoS 1
 // messages are kept across reconnects and sent again [MQTT-4.4.0-1], so what
@@ -34,7 +35,7 @@
 import { createConnection } from 'node:net'
 import mqtt, { MqttClient, type IClientOptions } from 'mqtt'
 import { parseDeviceDelivery, topics } from '../devices/topics.js'
-import { createBackoff, type BackoffPolicy } from './backoff.js'
+import { createBackoff, type BackoffPolicy } from '../broker/backoff.js'
 
 export interface DeviceIdentity {
   id: string
@@ -176,6 +177,11 @@ export function createVirtualDevice (identity: DeviceIdentity, profile: DevicePr
 
   function wire (c: MqttClient) {
     c.on('connect', (connack) => {
+      // TCP_NODELAY, as the broker does (mqtt.js does not): a result or
+      // reading written while an earlier packet is unacknowledged would
+      // otherwise wait for the broker's delayed ACK (up to 40 ms), timing
+      // this client's TCP stack instead of the broker (issue 15).
+      (c.stream as { setNoDelay?: (on: boolean) => void } | undefined)?.setNoDelay?.(true)
       aliasAllowed = v5 && (connack.properties?.topicAliasMaximum ?? 0) >= TELEMETRY_ALIAS
       aliasSet = false
       connected = true
@@ -274,7 +280,9 @@ export function createVirtualDevice (identity: DeviceIdentity, profile: DevicePr
           else observer.error('no_response_topic')
           correlationData = properties?.correlationData
         }
-        host.schedule(Date.now() + profile.commandDelayMs, () => {
+        // No delay: answered at once (the wheel's slot would add up to 20 ms to every round trip).
+        const schedule = profile.commandDelayMs > 0 ? (fn: () => void) => host.schedule(Date.now() + profile.commandDelayMs, fn) : (fn: () => void) => fn()
+        schedule(() => {
           if (closed) return
           const status = host.random() < profile.commandFailRatio ? 'failed' : 'succeeded'
           const opts = { qos: 1 as const, ...(correlationData ? { properties: { correlationData } } : {}) }

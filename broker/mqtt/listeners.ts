@@ -79,13 +79,23 @@ export function overLimitHeadroom (maxConnections: number): number {
   return Math.min(1000, Math.max(16, Math.ceil(maxConnections * 0.05)))
 }
 
+/**
+ * The logger of the 'listening' lines: at info, and written even when
+ * LOG_LEVEL hides info (not when it is 'silent'). With a port of 0 the line is
+ * the only place the bound port shows; test harnesses and operators read it.
+ */
+function listeningLog (log: Logger): Logger {
+  return log.isLevelEnabled('info') || log.level === 'silent' ? log : log.child({}, { level: 'info' })
+}
+
 export async function startListeners (opts: ListenerOptions): Promise<Listeners> {
   const { metrics, log, handle } = opts
+  const announce = listeningLog(log)
   const servers: Server[] = []
   // A deep accept queue: with Node's default (511) a reconnect storm
   // overflows it and the kernel drops SYNs, turning into seconds of
   // retransmission delay per device.
-  const listen = async (server: Server, port: number, name: string) => {
+  const listen = async (server: Server, port: number, name: 'mqtt-tcp' | 'mqtt-tls') => {
     if (opts.maxConnections !== undefined) {
       // Beyond the headroom, new connections are closed at once (the
       // kernel's accept never turns into an MQTT client, so no CONNACK can
@@ -98,7 +108,8 @@ export async function startListeners (opts: ListenerOptions): Promise<Listeners>
     servers.push(server)
     const address = server.address()
     const actual = typeof address === 'object' && address ? address.port : port
-    log.info({ host: opts.host, port: actual, listener: name }, 'MQTT listener ready')
+    // One stable line per listener, with the port actually bound (0 = any free port).
+    announce.info({ listener: name, address: typeof address === 'object' && address ? address.address : opts.host, port: actual }, 'listening')
     return actual
   }
   // Open connections of one listener: past maxConnections, each new one is
@@ -111,11 +122,17 @@ export async function startListeners (opts: ListenerOptions): Promise<Listeners>
       handle(c, undefined, opts.maxConnections !== undefined && open > opts.maxConnections)
     }
   }
-  const port = opts.tcp === false ? 0 : await listen(createServer(counted()), opts.port, 'tcp')
+  // TCP_NODELAY (issue 15): MQTT is request/response (a command, then its
+  // result; a PUBLISH, then its PUBACK). With Nagle's algorithm a small
+  // packet written while an earlier one is unacknowledged waits for the
+  // peer's delayed ACK, up to 40 ms per hop on Linux. Packets written in the
+  // same turn of the event loop still leave together (mqtt-packet corks).
+  const port = opts.tcp === false ? 0 : await listen(createServer({ noDelay: true }, counted()), opts.port, 'mqtt-tcp')
   let tlsPort: number | undefined
   if (opts.tls) {
     const t = opts.tls
     const tlsServer = createTlsServer({
+      noDelay: true,
       key: t.key,
       cert: t.cert,
       ...(t.ca ? { ca: t.ca } : {}),
@@ -128,7 +145,7 @@ export async function startListeners (opts: ListenerOptions): Promise<Listeners>
       metrics.connackRefusals.inc({ code: 'tls', reason: 'tls_handshake_failed' })
       log.info({ err: err.message }, 'TLS handshake refused')
     })
-    tlsPort = await listen(tlsServer as unknown as Server, t.port, 'tls')
+    tlsPort = await listen(tlsServer as unknown as Server, t.port, 'mqtt-tls')
   }
   let listening = true
   let wss: WebSocketServer | undefined
@@ -150,7 +167,9 @@ export async function startListeners (opts: ListenerOptions): Promise<Listeners>
           handle(stream, req)
         })
       })
-      log.info({ path }, 'MQTT over WebSocket ready')
+      // On the HTTP server's port (its own 'listening' line says which).
+      const address = server.address()
+      announce.info({ listener: 'mqtt-ws', ...(typeof address === 'object' && address ? { address: address.address, port: address.port } : {}), path }, 'listening')
     },
     stopAccepting () {
       if (!listening) return

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createLogger } from '../../broker/logger.js'
-import { startEmbeddedPostgres, freePort, type EmbeddedPostgres } from '../../broker/embedded-postgres.js'
+import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../broker/embedded-postgres.js'
 import { startBrokerProcess } from '../helpers/broker-process.js'
 import { startQos1Load, storedReadings, type Qos1Load } from '../helpers/qos1-load.js'
 import { T0 } from '../helpers/time.js'
@@ -31,9 +31,10 @@ test('a 10 s PostgreSQL outage under QoS 1 load: not ready, bounded memory, reco
   await exclusive('heavy-fault-test', async () => {
     const log = createLogger({ level: 'silent' })
     const dir = await mkdtemp(join(tmpdir(), 'fleetgate-outage-'))
-    const port = await freePort()
     const settings = { fsync: 'off', synchronous_commit: 'off' }
-    let db: EmbeddedPostgres = await startEmbeddedPostgres({ dataDir: dir, port, log, settings })
+    let db: EmbeddedPostgres = await startEmbeddedPostgres({ dataDir: dir, log, settings })
+    // The server comes back on the same port: the broker's DATABASE_URL names it.
+    const port = db.port
     const broker = await startBrokerProcess({ DATABASE_URL: db.url, DEVICE_PUBLISH_MESSAGES_PER_SECOND: '1000000', DEVICE_PUBLISH_BYTES_PER_SECOND: '1073741824' })
     let load: Qos1Load | undefined
     t.teardown(async () => {

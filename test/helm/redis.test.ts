@@ -7,20 +7,12 @@ import test from 'ava'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
-import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Redis } from 'ioredis'
+import { freePort } from '../../broker/embedded-postgres.js'
 import { CHART, renderChart, type Doc } from '../helpers/helm.js'
 import { waitFor } from '../helpers/wait.js'
-
-async function freePort (): Promise<number> {
-  const s = createServer()
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve))
-  const { port } = s.address() as AddressInfo
-  await new Promise<void>((resolve) => s.close(() => resolve()))
-  return port
-}
 
 interface Running { port: number, dir: string, proc: ChildProcess, docs: Doc[], stop (): Promise<void> }
 
@@ -39,13 +31,20 @@ async function startRendered (redis: Record<string, unknown>, password?: string)
   // Kubernetes expands $(REDIS_PASSWORD) from the container's env (the Secret).
   const args = (c.args as string[]).map((a) => a === '$(REDIS_PASSWORD)' ? password! : a)
   if (args[0] !== 'redis-server' || args[1] !== '/etc/redis/redis.conf') throw new Error(`unexpected args ${args.join(' ')}`)
-  const port = await freePort()
-  const proc = spawn('redis-server', [join(dir, 'redis.conf'), ...args.slice(2), '--port', String(port), '--bind', '127.0.0.1', '--daemonize', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] })
-  let log = ''
-  proc.stdout!.on('data', (d: Buffer) => { log += d.toString() })
-  proc.stderr!.on('data', (d: Buffer) => { log += d.toString() })
-  await waitFor(() => /Ready to accept connections/.test(log) || proc.exitCode !== null, { timeoutMs: 10_000, what: 'redis-server to start' })
-  if (proc.exitCode !== null) throw new Error(`redis-server refused the rendered config:\n${log}`)
+  // redis-server needs its port up front (no "any free port"): a picked
+  // port that another process takes before redis-server binds it is picked again.
+  let port = 0
+  let proc: ChildProcess | undefined
+  for (let attempt = 1; !proc; attempt++) {
+    port = await freePort()
+    const p = spawn('redis-server', [join(dir, 'redis.conf'), ...args.slice(2), '--port', String(port), '--bind', '127.0.0.1', '--daemonize', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let log = ''
+    p.stdout!.on('data', (d: Buffer) => { log += d.toString() })
+    p.stderr!.on('data', (d: Buffer) => { log += d.toString() })
+    await waitFor(() => /Ready to accept connections/.test(log) || p.exitCode !== null, { timeoutMs: 10_000, what: 'redis-server to start' })
+    if (p.exitCode === null) proc = p
+    else if (!/Address already in use/.test(log) || attempt >= 5) throw new Error(`redis-server refused the rendered config:\n${log}`)
+  }
   return {
     port,
     dir,

@@ -1,5 +1,6 @@
 // A real redis-server for the cluster tests (simulator/redis-server.ts), on a
-// free loopback port with its data in a temporary directory.
+// free loopback port with its data in a temporary directory. redis-server
+// needs its port up front (no "any free port"), hence freePort here.
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -12,7 +13,8 @@ export interface TestRedis extends RedisServer {
 
 export async function startTestRedis (): Promise<TestRedis> {
   const dir = await mkdtemp(join(tmpdir(), 'fleetgate-redis-'))
-  const server = await startRedisServer({ port: await freePort(), dir, fsyncAlways: true })
+  // freePort, not a number: a port taken before redis-server binds it is picked again.
+  const server = await startRedisServer({ port: freePort, dir, fsyncAlways: true })
   return {
     url: server.url,
     port: server.port,

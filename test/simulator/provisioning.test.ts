@@ -5,7 +5,6 @@ import { join } from 'node:path'
 import pg from 'pg'
 import { parseSimOptions } from '../../simulator/sim-options.js'
 import { simulate } from '../../simulator/simulate.js'
-import { createBackoff } from '../../simulator/backoff.js'
 import { startTestBroker, TEST_ADMIN_TOKEN, connectDevice, api } from '../helpers/broker.js'
 
 test('a run whose provisioning fails half-way still leaves the secrets it received in --credentials', async (t) => {
@@ -43,16 +42,4 @@ test('a run whose provisioning fails half-way still leaves the secrets it receiv
 
   // Run again with the same file: it names the shortfall instead of provisioning over it.
   await t.throwsAsync(simulate(options), { message: new RegExp(`holds ${created} devices, fewer than --devices 4000`) })
-})
-
-test('the backoff grows, is jittered below its cap, gives up after its retries and starts over after a success', (t) => {
-  const b = createBackoff({ baseMs: 100, maxMs: 1000, jitter: 'full', retries: 5 }, () => 0.999)
-  const delays = [b.next(), b.next(), b.next(), b.next(), b.next()].map((d) => Math.round(d!))
-  t.deepEqual(delays, [100, 200, 400, 799, 999])
-  t.is(b.next(), undefined, 'retries spent')
-  b.reset()
-  t.is(Math.round(b.next()!), 100)
-  const spread = createBackoff({ baseMs: 1000, maxMs: 1000, jitter: 'full' })
-  const samples = Array.from({ length: 200 }, () => spread.next()!)
-  t.true(samples.every((d) => d >= 0 && d < 1000) && Math.max(...samples) - Math.min(...samples) > 500, 'full jitter spreads a crowd over [0, cap)')
 })

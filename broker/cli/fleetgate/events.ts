@@ -12,6 +12,7 @@ import { createContext, untilInterrupted } from './context.js'
 import { CliError, UsageError } from './exit-codes.js'
 import { isoSeconds, truncate } from './output.js'
 import { readSse } from './sse-reader.js'
+import { createBackoff } from '../../backoff.js'
 
 export const EVENT_KINDS = ['telemetry', 'presence', 'config', 'command', 'dead_letter', 'rollout', 'device'] as const
 
@@ -37,16 +38,17 @@ const sleep = async (ms: number, signal: AbortSignal) => await new Promise<void>
 /**
  * Reads the event stream until `signal` aborts. Refusals (4xx: bad filter,
  * auth, 404 on a broker without the stream) end it with their error; a lost
- * connection or a 5xx/429 is retried with backoff (1 s doubling to 15 s).
+ * connection or a 5xx/429 is retried with backoff (1 s doubling to 15 s,
+ * equal jitter: many consoles that lost one broker do not come back together).
  */
 export async function followEvents (api: ApiClient, query: Query, opts: FollowOptions): Promise<void> {
   let lastEventId = opts.lastEventId
-  let delay = 1000
+  const backoff = createBackoff({ baseMs: 1000, maxMs: 15_000, jitter: 'equal' })
   while (!opts.signal.aborted) {
     let reason = 'the broker closed the stream'
     try {
       const res = await api.openStream('/v1/events', query, { signal: opts.signal, lastEventId })
-      delay = 1000
+      backoff.reset()
       opts.onOpen?.()
       for await (const e of readSse(res.body!)) {
         if (e.id !== undefined) lastEventId = e.id
@@ -68,9 +70,9 @@ export async function followEvents (api: ApiClient, query: Query, opts: FollowOp
       reason = err instanceof CliError ? err.message : `error: the stream broke (${err instanceof Error ? err.message : String(err)})`
     }
     if (opts.signal.aborted) return
+    const delay = backoff.next()!
     opts.onReconnect?.(reason, delay)
     await sleep(delay, opts.signal)
-    delay = Math.min(delay * 2, 15_000)
   }
 }
 
@@ -91,7 +93,7 @@ export async function streamToOutput (cmd: Command, query: Query, options: { las
       onOpen: () => { if (ctx.interactive) ctx.out.note(`${options.banner} (Ctrl-C to stop)`) },
       onEvent: (e) => { if (!options.filter || options.filter(e)) ctx.out.streamItem(e, (options.line ?? eventLine)(e)) },
       onDropped: (n) => ctx.out.note(`warning: the broker dropped ${n} events (this terminal did not keep up)`),
-      onReconnect: (reason, ms) => ctx.out.note(`${reason}; reconnecting in ${ms / 1000} s…`)
+      onReconnect: (reason, ms) => ctx.out.note(`${reason}; reconnecting in ${(ms / 1000).toFixed(1)} s…`)
     })
   } finally {
     stop.dispose()
