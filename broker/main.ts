@@ -39,7 +39,10 @@ process.on('unhandledRejection', (reason) => {
   setImmediate(() => { throw reason })
 })
 
-closeWithGrace({ delay: config.SHUTDOWN_TIMEOUT_MS, logger: log, skip: ['unhandledRejection'] }, async ({ signal, err }) => {
+// SIGUSR2 is not a stop signal here: close-with-grace treats it as one, but it
+// is the signal of Node's --heapsnapshot-signal=SIGUSR2, and a heap snapshot
+// of a live broker must not shut it down (README, Operations).
+closeWithGrace({ delay: config.SHUTDOWN_TIMEOUT_MS, logger: log, skip: ['unhandledRejection', 'SIGUSR2'] }, async ({ signal, err }) => {
   if (err) log.error({ err }, 'fatal error, shutting down')
   else log.info({ signal }, 'shutting down')
   await app.close()
