@@ -25,6 +25,14 @@
 //                  rate (--fixed-rate, default 10,000/s), each ABBA. Goal
 //                  (issue 15): fleetgate ≤ 1.3× plain aedes. --cpu-only runs
 //                  this one alone.
+//   7. memory    — fleetgate saturated at --deep-window and at 4× it, each on a
+//                  fresh broker process: RSS, V8 heap, memory outside the heap
+//                  and publishers held waiting, and the RSS ratio (goal ≤ 1.25).
+//                  --memory-only runs this one alone.
+//   8. batching  — --writers-sweep 1,2,3,4 runs only this: fleetgate saturated
+//                  (--deep-window) on a fresh broker per INGEST_WRITERS value:
+//                  stored/s, rows per batch, commit time, broker and database
+//                  CPU — which of writers, commit or CPU is the limit.
 // Prints a table, writes results/bench-ingest.json.
 import { mkdir, writeFile } from 'node:fs/promises'
 import { cpus } from 'node:os'
@@ -53,6 +61,9 @@ const { values: args } = parseArgs({
     'database-url': { type: 'string' },
     'protocols-only': { type: 'boolean', default: false },
     'cpu-only': { type: 'boolean', default: false },
+    'memory-only': { type: 'boolean', default: false },
+    /** Comma-separated INGEST_WRITERS values: only the batching study, a saturation run on a fresh broker for each. */
+    'writers-sweep': { type: 'string' },
     'fixed-rate': { type: 'string', default: '10000' }
   }
 })
@@ -86,6 +97,10 @@ interface ScenarioResult {
   dbCpuPercent: number
   errors: number
   queueRowsMax?: number
+  /** fleetgate only, maxima over the window from its /metrics: V8 heap used, memory outside the heap, publishers held by backpressure. */
+  heapUsedMaxMb?: number
+  externalMaxMb?: number
+  publishersWaitingMax?: number
   /** From the broker's own metrics over the window: mean rows per batch and mean commit time. */
   meanBatchRows?: number
   meanFlushMs?: number
@@ -138,12 +153,20 @@ async function runScenario (opts: {
   const t0 = Date.now()
   let rssMax = 0
   let queueMax = 0
+  // Where the broker's memory is (issue 15, target 4), from its own /metrics:
+  // the V8 heap in use, memory outside it (Buffers: socket reads, payloads)
+  // and the publishers held waiting for room in the queue.
+  const mem = { heapUsedMb: 0, externalMb: 0, waitingMax: 0 }
   const sampler = setInterval(() => {
     void rssMb(opts.broker.pid).then((r) => { rssMax = Math.max(rssMax, r) })
     if (opts.metricsUrl) {
       void fetch(opts.metricsUrl).then((r) => r.text()).then((t) => {
         const m = /^fleetgate_ingest_queue_rows (\d+)/m.exec(t)
         if (m) queueMax = Math.max(queueMax, Number(m[1]))
+        const read = (name: string) => Number(new RegExp(`^${name} ([\\d.e+]+)`, 'm').exec(t)?.[1] ?? 0)
+        mem.heapUsedMb = Math.max(mem.heapUsedMb, read('nodejs_heap_size_used_bytes') / 1048576)
+        mem.externalMb = Math.max(mem.externalMb, read('nodejs_external_memory_bytes') / 1048576)
+        mem.waitingMax = Math.max(mem.waitingMax, read('fleetgate_ingest_publishers_waiting'))
       }).catch(() => {})
     }
   }, 250)
@@ -179,6 +202,7 @@ async function runScenario (opts: {
     dbCpuPercent: Math.round(cpuDelta(db0, db1) / elapsed * 100),
     errors: Object.values(report.errors).reduce((a, b) => a + b, 0),
     queueRowsMax: opts.metricsUrl ? queueMax : undefined,
+    ...(opts.metricsUrl ? { heapUsedMaxMb: Math.round(mem.heapUsedMb), externalMaxMb: Math.round(mem.externalMb), publishersWaitingMax: mem.waitingMax } : {}),
     meanBatchRows: batches > 0 ? Math.round(delta('fleetgate_ingest_batch_rows_sum') / batches) : undefined,
     meanFlushMs: batches > 0 ? Math.round(delta('fleetgate_ingest_flush_seconds_sum') / batches * 1000 * 10) / 10 : undefined
   }
@@ -193,13 +217,15 @@ async function main () {
     const results: ScenarioResult[] = []
     const PROTOCOLS_ONLY = args['protocols-only'] === true
     const CPU_ONLY = args['cpu-only'] === true
+    const SWEEP = args['writers-sweep']?.split(',').map(Number).filter((n) => Number.isInteger(n) && n > 0) ?? []
+    const MEMORY_ONLY = args['memory-only'] === true || SWEEP.length > 0
     const FIXED_RATE = num('fixed-rate')
     // Undefined for a database on another host: its CPU is then not counted (shown as 0%).
     const postmaster = await postmasterPid(env.databaseUrl)
     if (!postmaster) console.error('the database does not run on this machine: its CPU is not counted')
 
     // 1. Baselines: plain aedes, at a shallow and a deep per-device window.
-    const plain = PROTOCOLS_ONLY ? undefined : await env.plainAedes()
+    const plain = PROTOCOLS_ONLY || MEMORY_ONLY ? undefined : await env.plainAedes()
     const anonDevices = Array.from({ length: DEVICES }, (_, i) => ({ id: `bench-${i + 1}` }))
     if (plain && !CPU_ONLY) {
       const plainCommon = { broker: plain, devices: anonDevices, ratePerSecond: 0, seconds: SECONDS, postmaster }
@@ -209,7 +235,7 @@ async function main () {
     }
 
     // Eclipse Mosquitto, if installed (Debian package `mosquitto`): the same load in plain-MQTT mode.
-    const mosquitto = PROTOCOLS_ONLY || CPU_ONLY ? undefined : await env.mosquitto()
+    const mosquitto = PROTOCOLS_ONLY || CPU_ONLY || MEMORY_ONLY ? undefined : await env.mosquitto()
     if (mosquitto) {
       const plainCommon = { broker: mosquitto, devices: anonDevices, ratePerSecond: 0, seconds: SECONDS, postmaster }
       console.error('baseline: mosquitto …')
@@ -217,7 +243,7 @@ async function main () {
       results.push(await runScenario({ ...mqCommon, name: `mosquitto, window ${WINDOW}`, window: WINDOW }))
       results.push(await runScenario({ ...mqCommon, name: `mosquitto, window ${DEEP}`, window: DEEP }))
       await mosquitto.stop()
-    } else if (!PROTOCOLS_ONLY && !CPU_ONLY) console.error('mosquitto not installed (apt-get install mosquitto): baseline skipped')
+    } else if (!PROTOCOLS_ONLY && !CPU_ONLY && !MEMORY_ONLY) console.error('mosquitto not installed (apt-get install mosquitto): baseline skipped')
 
     // 2. fleetgate.
     const broker = await env.fleetgate()
@@ -225,6 +251,8 @@ async function main () {
     const devices = await provisionDevices(broker.api, { count: DEVICES, idPrefix: 'bench' })
 
     const counter = new pg.Client({ connectionString: env.databaseUrl })
+    // Stopped with the benchmark's PostgreSQL on SIGINT/SIGTERM: not a crash.
+    counter.on('error', () => {})
     await counter.connect()
     const countRows = async () => Number((await counter.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n)
     const common = { broker, devices, countRows, metricsUrl: broker.metricsUrl, seconds: SECONDS, postmaster }
@@ -284,7 +312,7 @@ async function main () {
       await plain.stop()
     }
     let alive = true
-    if (!PROTOCOLS_ONLY && !CPU_ONLY) {
+    if (!PROTOCOLS_ONLY && !CPU_ONLY && !MEMORY_ONLY) {
       console.error('fleetgate: saturate …')
       results.push(await runScenario({ ...common, name: `fleetgate, window ${WINDOW}`, window: WINDOW, ratePerSecond: 0 }))
       results.push(await runScenario({ ...common, name: `fleetgate, window ${DEEP}`, window: DEEP, ratePerSecond: 0 }))
@@ -312,7 +340,30 @@ async function main () {
         { goal: 'overload: broker alive, queue within capacity', value: `alive=${alive}, queue max ${over.queueRowsMax}, RSS max ${over.brokerRssMaxMb} MB`, ok: alive }
       )
     }
-    const p = CPU_ONLY ? undefined : await protocols()
+    // 8. Batching study (issue 15): is the writer count, the commit or the CPU
+    // the limit? Saturation (deep window) on a fresh broker per INGEST_WRITERS
+    // value: stored/s, rows per batch, commit time, broker and database CPU.
+    for (const writers of SWEEP) {
+      const fresh = await env.fleetgate({ INGEST_WRITERS: String(writers), DB_POOL_MAX: String(Math.max(10, writers + 4)) })
+      results.push(await runScenario({ ...common, broker: fresh, metricsUrl: fresh.metricsUrl, name: `batching: INGEST_WRITERS=${writers}, window ${DEEP}`, window: DEEP, ratePerSecond: 0 }))
+      await fresh.stop()
+    }
+    const p = CPU_ONLY || MEMORY_ONLY ? undefined : await protocols()
+    // 7. Memory at a deep window (issue 15, target 4): a fresh broker process
+    // for each window (RSS does not shrink back after a run), saturated.
+    let memory: { window64: ScenarioResult, window256: ScenarioResult, ratio: number } | undefined
+    if (!PROTOCOLS_ONLY && !CPU_ONLY && SWEEP.length === 0) {
+      console.error(`memory: window ${DEEP} and ${DEEP * 4}, each on a fresh broker …`)
+      const runs: ScenarioResult[] = []
+      for (const window of [DEEP, DEEP * 4]) {
+        const fresh = await env.fleetgate()
+        runs.push(await runScenario({ ...common, broker: fresh, metricsUrl: fresh.metricsUrl, name: `memory: fleetgate, window ${window}, fresh process`, window, ratePerSecond: 0 }))
+        await fresh.stop()
+      }
+      results.push(...runs)
+      memory = { window64: runs[0]!, window256: runs[1]!, ratio: Math.round(runs[1]!.brokerRssMaxMb / runs[0]!.brokerRssMaxMb * 100) / 100 }
+      checks.push({ goal: `broker RSS at window ${DEEP * 4} ≤ 1.25× window ${DEEP}`, value: `${runs[1]!.brokerRssMaxMb} / ${runs[0]!.brokerRssMaxMb} MB = ${memory.ratio} (stored ${runs[1]!.storedPerSecond} vs ${runs[0]!.storedPerSecond}/s; heap ${runs[1]!.heapUsedMaxMb} vs ${runs[0]!.heapUsedMaxMb} MB, outside the heap ${runs[1]!.externalMaxMb} vs ${runs[0]!.externalMaxMb} MB, publishers waiting ${runs[1]!.publishersWaitingMax} vs ${runs[0]!.publishersWaitingMax})`, ok: memory.ratio <= 1.25 })
+    }
     if (p) {
       checks.push(
         { goal: 'stored/s MQTT 5 / MQTT 3.1.1 ≥ 0.95 (same window)', value: p.ratio, ok: p.ratio >= 0.95 },
@@ -331,7 +382,7 @@ async function main () {
     for (const c of checks) console.log(`${c.goal.padEnd(52)} ${String(c.value).padStart(8)}   ${c.ok ? 'yes' : 'NO'}`)
     const outPath = resolve(args.out!)
     await mkdir(join(outPath, '..'), { recursive: true })
-    await writeFile(outPath, JSON.stringify({ date: new Date().toISOString(), machine, params: { DEVICES, WORKERS, WINDOW, DEEP, WARMUP_S, SECONDS, PAYLOAD, FIXED_RATE, protocolsOnly: PROTOCOLS_ONLY, cpuOnly: CPU_ONLY }, results, checks, protocols: p, cpu }, null, 2))
+    await writeFile(outPath, JSON.stringify({ date: new Date().toISOString(), machine, params: { DEVICES, WORKERS, WINDOW, DEEP, WARMUP_S, SECONDS, PAYLOAD, FIXED_RATE, protocolsOnly: PROTOCOLS_ONLY, cpuOnly: CPU_ONLY, memoryOnly: MEMORY_ONLY }, results, checks, protocols: p, cpu, memory }, null, 2))
     console.log(`\nwritten ${args.out}`)
   } finally {
     await env.close()
