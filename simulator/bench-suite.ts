@@ -11,7 +11,19 @@
 //                   and vs the same SQL without the (device, time) index
 //   6. event streams bench-events-overhead: the ingest load (window 64) with 0 and
 //                   with 10 event streams of every kind (ABBA), stored/s ratio
-// Writes results/*.json, results/ingest.svg and BENCHMARKS.md.
+// and the issue-15 scenarios (bench-load.ts is their common load):
+//   7. pipeline     bench-pipeline: Mosquitto + two COPY subscriber services
+//                   (copy-subscriber.ts) against fleetgate: stored/s, CPU per
+//                   stored row, acknowledged-but-not-stored
+//   8. gateways     bench-gateway: 10 and 100 readings per message, readings
+//                   stored/s against the raw COPY rate of the same rows
+//   9. latency      bench-latency: PUBACK latency open loop at half and a
+//                   quarter of the maximum measured in the same run
+// Writes results/*.json, results/ingest.svg, the PUBACK latency charts
+// results/latency-saturation.svg and results/latency-fixed-rate.svg (from the
+// runs' histograms), and BENCHMARKS.md with one table per issue-15 target
+// (bench-targets.ts; the cluster's from results/bench-cluster.json when
+// `npm run bench:cluster` left one).
 // --quick: every scenario at a tiny size, written under results/quick/ (a
 // smoke run of the whole suite, not figures; the published ones are untouched).
 import { execFileSync, spawn } from 'node:child_process'
@@ -19,6 +31,8 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises'
 import { cpus, totalmem } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { histogramPoints, svgLatency, type LatencySeries } from './bench-charts.js'
+import { targetLines, type ClusterResults, type GatewayResults, type IngestResults, type IngestRow, type LatencyResults, type PipelineResults } from './bench-targets.js'
 import { repoRoot, startBenchEnvironment } from './broker-under-test.js'
 import { rssMb } from './process-stats.js'
 import type { SimSummary } from './simulate.js'
@@ -143,6 +157,11 @@ async function main () {
   run('bench-config-push', ['--sizes', QUICK ? '200' : '10000', '--bulk', '0', '--out', join(results, 'bench-config-push.json')])
   run('bench-events-overhead', [...(QUICK ? ['--devices', '100', '--warmup', '1', '--seconds', '2'] : []), '--out', join(results, 'bench-events.json')])
   run('bench-aggregate', [...(QUICK ? ['--runs', '5', '--fleet', '10', '--paging-runs', '1'] : []), '--out', join(results, 'bench-aggregate.json')])
+  // 7.–9. issue 15: the durable pipeline, gateways, latency at partial load
+  const small = QUICK ? ['--devices', '100', '--warmup', '1', '--seconds', '2'] : []
+  run('bench-pipeline', [...small, '--out', join(results, 'bench-pipeline.json')])
+  run('bench-gateway', [...small, ...(QUICK ? ['--copy-rows', '20000'] : []), '--out', join(results, 'bench-gateway.json')])
+  run('bench-latency', [...small, ...(QUICK ? ['--saturation-windows', '16', '--fixed', '1000'] : []), '--out', join(results, 'bench-latency.json')])
 
   // 2. connections and 4. commands, on brokers started here
   const env = await startBenchEnvironment({ name: 'suite' })
@@ -175,7 +194,33 @@ async function main () {
     const fan = JSON.parse(await readFile(join(results, 'bench-config-push.json'), 'utf8')) as { results: Array<{ devices: number, parallelPuts: Record<string, number>, rollout: Record<string, number> }> }
     const agg = JSON.parse(await readFile(join(results, 'bench-aggregate.json'), 'utf8')) as AggregateResults
     const ev = JSON.parse(await readFile(join(results, 'bench-events.json'), 'utf8')) as EventsResults
-    await writeFile(join(results, 'ingest.svg'), svgBars('QoS 1 messages acknowledged per second (1,000 devices, same load generator)', ingest.results.map((r) => ({ label: r.name, value: r.ackedPerSecond })), '/s'))
+    await writeFile(join(results, 'ingest.svg'), svgBars('QoS 1 messages acknowledged per second (1,000 devices, same load generator)', ingest.results.filter((r) => !r.name.startsWith('cpu:')).map((r) => ({ label: r.name, value: r.ackedPerSecond })), '/s'))
+    // The issue-15 scenarios' results; the cluster's only when bench:cluster left one (run apart).
+    const readJson = async <T>(file: string): Promise<T | undefined> => {
+      try { return JSON.parse(await readFile(join(results, file), 'utf8')) as T } catch { return undefined }
+    }
+    const pipeline = await readJson<PipelineResults>('bench-pipeline.json')
+    const gateway = await readJson<GatewayResults>('bench-gateway.json')
+    const latency = await readJson<LatencyResults>('bench-latency.json')
+    const cluster = await readJson<ClusterResults>('bench-cluster.json')
+    const ingestFull = ingest as unknown as Omit<IngestResults, 'results'> & { results: Array<IngestRow & { p50Ms: number, p90Ms: number, maxMs: number }> }
+    // PUBACK latency charts: saturation (closed loop) and fixed offered rates
+    // apart. The issue-15 scenarios keep whole histograms; bench-ingest's runs
+    // give p50, p90, p99 and the maximum.
+    const fromLoad = (r: { name: string, puback: string }): LatencySeries => ({ label: r.name, points: histogramPoints(r.puback) })
+    const fromIngest = (r: typeof ingestFull.results[number]): LatencySeries => ({ label: `${r.name} (ingest)`, points: [{ p: 50, ms: r.p50Ms }, { p: 90, ms: r.p90Ms }, { p: 99, ms: r.p99Ms }, { p: 100, ms: r.maxMs }] })
+    const charted = ingestFull.results.filter((r) => !r.name.startsWith('cpu:') && !r.name.includes('MQTT'))
+    const fixedRate = (name: string) => /\d\/s\)?$|half load/.test(name)
+    await writeFile(join(results, 'latency-saturation.svg'), svgLatency('PUBACK latency at saturation (closed loop: a window of messages in flight per device)', [
+      ...(latency?.saturation ?? []).map(fromLoad),
+      ...(pipeline?.runs ?? []).map((r) => fromLoad(r.result)),
+      ...(gateway?.runs ?? []).map((r) => fromLoad(r.result)),
+      ...charted.filter((r) => !fixedRate(r.name)).map(fromIngest)
+    ]))
+    await writeFile(join(results, 'latency-fixed-rate.svg'), svgLatency('PUBACK latency at fixed offered rates (open loop)', [
+      ...(latency?.open ?? []).map((r) => fromLoad(r.result)),
+      ...charted.filter((r) => fixedRate(r.name)).map(fromIngest)
+    ]))
     const bestFg = Math.max(...ingest.results.filter((r) => r.name.startsWith('fleetgate')).map((r) => r.storedPerSecond ?? 0))
     const best = (prefix: string) => Math.max(0, ...ingest.results.filter((r) => r.name.startsWith(prefix)).map((r) => r.ackedPerSecond))
     const fgConn = conn[0]!
@@ -228,7 +273,16 @@ async function main () {
       `under load / idle p99: ${(loadCmd.commandRoundTrip.p99Ms / Math.max(1, idleCmd.commandRoundTrip.p99Ms)).toFixed(2)}`,
       '',
       ...aggregateLines(agg),
-      ...eventsLines(ev)
+      ...eventsLines(ev),
+      ...targetLines({
+        ingest: ingestFull,
+        pipeline,
+        gateway,
+        latency,
+        connections: conn,
+        commands: { idleP99Ms: idleCmd.commandRoundTrip.p99Ms, loadP99Ms: loadCmd.commandRoundTrip.p99Ms, loadTelemetryPerSecond: loadCmd.messages.ackedPerSecond, devices: Number(COMMAND_DEVICES), idleProbes: idleCmd.commandRoundTrip.count, loadProbes: loadCmd.commandRoundTrip.count },
+        cluster
+      })
     ]
     if (QUICK) lines.splice(1, 0, '', '**Quick smoke run (`npm run bench -- --quick`): tiny sizes, not figures.**')
     await writeFile(QUICK ? join(results, 'BENCHMARKS.md') : join(root, 'BENCHMARKS.md'), lines.join('\n'))
