@@ -42,6 +42,15 @@ const here = fileURLToPath(new URL('.', import.meta.url))
 const script = (name: string) => join(here, name + (import.meta.url.endsWith('.ts') ? '.ts' : '.js'))
 const root = repoRoot
 const QUICK = process.argv.includes('--quick')
+// --only ingest,latency,…: run only these scenarios; the others are read from
+// their last results/*.json (a re-run of a few, e.g. on a quiet machine, still
+// writes the whole BENCHMARKS.md). Names: insert, ingest, config-push, events,
+// aggregate, pipeline, gateway, latency, connections, commands.
+const ONLY = (() => {
+  const i = process.argv.indexOf('--only')
+  return i >= 0 ? new Set((process.argv[i + 1] ?? '').split(',').filter(Boolean)) : undefined
+})()
+const wanted = (name: string) => ONLY === undefined || ONLY.has(name)
 const results = join(root, 'results', ...(QUICK ? ['quick'] : []))
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? (QUICK ? 200 : 19_000))
 const COMMAND_DEVICES = QUICK ? '100' : '1000'
@@ -152,40 +161,54 @@ function eventsLines (ev: EventsResults): string[] {
 async function main () {
   await mkdir(results, { recursive: true })
   // 1. ingest (+ Mosquitto), raw insert rates; 3. fan-out
-  run('bench-insert-paths', [QUICK ? '200' : '1000', QUICK ? '5' : '40', join(results, 'bench-insert.json')])
-  run('bench-ingest', [...(QUICK ? ['--devices', '100', '--warmup', '1', '--seconds', '2'] : []), '--out', join(results, 'bench-ingest.json')])
-  run('bench-config-push', ['--sizes', QUICK ? '200' : '10000', '--bulk', '0', '--out', join(results, 'bench-config-push.json')])
-  run('bench-events-overhead', [...(QUICK ? ['--devices', '100', '--warmup', '1', '--seconds', '2'] : []), '--out', join(results, 'bench-events.json')])
-  run('bench-aggregate', [...(QUICK ? ['--runs', '5', '--fleet', '10', '--paging-runs', '1'] : []), '--out', join(results, 'bench-aggregate.json')])
+  if (wanted('insert')) run('bench-insert-paths', [QUICK ? '200' : '1000', QUICK ? '5' : '40', join(results, 'bench-insert.json')])
+  if (wanted('ingest')) run('bench-ingest', [...(QUICK ? ['--devices', '100', '--warmup', '1', '--seconds', '2'] : []), '--out', join(results, 'bench-ingest.json')])
+  if (wanted('config-push')) run('bench-config-push', ['--sizes', QUICK ? '200' : '10000', '--bulk', '0', '--out', join(results, 'bench-config-push.json')])
+  if (wanted('events')) run('bench-events-overhead', [...(QUICK ? ['--devices', '100', '--warmup', '1', '--seconds', '2'] : []), '--out', join(results, 'bench-events.json')])
+  if (wanted('aggregate')) run('bench-aggregate', [...(QUICK ? ['--runs', '5', '--fleet', '10', '--paging-runs', '1'] : []), '--out', join(results, 'bench-aggregate.json')])
   // 7.–9. issue 15: the durable pipeline, gateways, latency at partial load
   const small = QUICK ? ['--devices', '100', '--warmup', '1', '--seconds', '2'] : []
-  run('bench-pipeline', [...small, '--out', join(results, 'bench-pipeline.json')])
-  run('bench-gateway', [...small, ...(QUICK ? ['--copy-rows', '20000'] : []), '--out', join(results, 'bench-gateway.json')])
-  run('bench-latency', [...small, ...(QUICK ? ['--saturation-windows', '16', '--fixed', '1000'] : []), '--out', join(results, 'bench-latency.json')])
+  if (wanted('pipeline')) run('bench-pipeline', [...small, '--out', join(results, 'bench-pipeline.json')])
+  if (wanted('gateway')) run('bench-gateway', [...small, ...(QUICK ? ['--copy-rows', '20000'] : []), '--out', join(results, 'bench-gateway.json')])
+  if (wanted('latency')) run('bench-latency', [...small, ...(QUICK ? ['--saturation-windows', '16', '--fixed', '1000'] : []), '--out', join(results, 'bench-latency.json')])
 
   // 2. connections and 4. commands, on brokers started here
   const env = await startBenchEnvironment({ name: 'suite' })
   try {
-    const conn: ConnRow[] = []
-    const broker = await env.fleetgate()
-    const fg = ['--api', broker.api.base, '--token', broker.token]
-    console.error('\n== connections: fleetgate')
-    conn.push(await connectionsScenario('fleetgate (authenticated)', broker.pid, broker.mqttUrl, [...fg, '--id-prefix', 'conn', '--credentials', join(await env.tempDir('credentials'), 'conn.ndjson')]))
-
-    console.error('== commands under load')
-    const idleCmd = await simulate(['--broker', broker.mqttUrl, ...fg, '--devices', COMMAND_DEVICES, '--interval', '60000', '--duration', COMMAND_SECONDS, '--probe-every', '0.5', '--id-prefix', 'cmdidle'], join(results, 'commands-idle.json'))
-    const loadCmd = await simulate(['--broker', broker.mqttUrl, ...fg, '--devices', COMMAND_DEVICES, '--interval', '200', '--duration', COMMAND_SECONDS, '--probe-every', '0.5', '--id-prefix', 'cmdload'], join(results, 'commands-load.json'))
-    await broker.stop()
-
-    const plain = await env.plainAedes()
-    console.error('== connections: plain aedes')
-    conn.push(await connectionsScenario('plain aedes (anonymous)', plain.pid, plain.mqttUrl, ['--no-provision', '--id-prefix', 'pa']))
-    await plain.stop()
-    const mosquitto = await env.mosquitto()
-    if (mosquitto) {
-      console.error('== connections: mosquitto')
-      conn.push(await connectionsScenario('mosquitto (anonymous)', mosquitto.pid, mosquitto.mqttUrl, ['--no-provision', '--id-prefix', 'mq']))
-      await mosquitto.stop()
+    let conn: ConnRow[] = []
+    const lastSummary = async (file: string) => (JSON.parse(await readFile(join(results, file), 'utf8')) as { summary: SimSummary }).summary
+    let idleCmd: SimSummary | undefined
+    let loadCmd: SimSummary | undefined
+    if (wanted('connections') || wanted('commands')) {
+      const broker = await env.fleetgate()
+      const fg = ['--api', broker.api.base, '--token', broker.token]
+      if (wanted('connections')) {
+        console.error('\n== connections: fleetgate')
+        conn.push(await connectionsScenario('fleetgate (authenticated)', broker.pid, broker.mqttUrl, [...fg, '--id-prefix', 'conn', '--credentials', join(await env.tempDir('credentials'), 'conn.ndjson')]))
+      }
+      if (wanted('commands')) {
+        console.error('== commands under load')
+        idleCmd = await simulate(['--broker', broker.mqttUrl, ...fg, '--devices', COMMAND_DEVICES, '--interval', '60000', '--duration', COMMAND_SECONDS, '--probe-every', '0.5', '--id-prefix', 'cmdidle'], join(results, 'commands-idle.json'))
+        loadCmd = await simulate(['--broker', broker.mqttUrl, ...fg, '--devices', COMMAND_DEVICES, '--interval', '200', '--duration', COMMAND_SECONDS, '--probe-every', '0.5', '--id-prefix', 'cmdload'], join(results, 'commands-load.json'))
+      }
+      await broker.stop()
+    }
+    idleCmd ??= await lastSummary('commands-idle.json')
+    loadCmd ??= await lastSummary('commands-load.json')
+    if (wanted('connections')) {
+      const plain = await env.plainAedes()
+      console.error('== connections: plain aedes')
+      conn.push(await connectionsScenario('plain aedes (anonymous)', plain.pid, plain.mqttUrl, ['--no-provision', '--id-prefix', 'pa']))
+      await plain.stop()
+      const mosquitto = await env.mosquitto()
+      if (mosquitto) {
+        console.error('== connections: mosquitto')
+        conn.push(await connectionsScenario('mosquitto (anonymous)', mosquitto.pid, mosquitto.mqttUrl, ['--no-provision', '--id-prefix', 'mq']))
+        await mosquitto.stop()
+      }
+      await writeFile(join(results, 'connections.json'), JSON.stringify({ date: new Date().toISOString(), connections: CONNECTIONS, rows: conn }, null, 2))
+    } else {
+      conn = (JSON.parse(await readFile(join(results, 'connections.json'), 'utf8')) as { rows: ConnRow[] }).rows
     }
 
     // ---- report ----
