@@ -152,14 +152,15 @@ export function createEventStream (opts: EventStreamOptions): EventStream {
       dropped = 0
     }
     if (n > 0) opts.onSent?.(n)
-    // One write: strings joined; shared Buffers written as they are (corked: one syscall).
+    // One write: strings joined; shared Buffers written as they are. Node
+    // corks the socket for the rest of the turn on a response's first write,
+    // so they still go out in one syscall. Not res.cork(): on Node 22 a
+    // corked response answers write() from its own buffer (false past the
+    // high-water mark) and emits no 'drain' if the socket then takes it all,
+    // and the stream would wait for one forever.
     let ok = true
     if (parts.every((p) => typeof p === 'string')) ok = res.write(parts.length === 1 ? parts[0]! : parts.join(''))
-    else {
-      res.cork()
-      for (const p of parts) ok = res.write(p)
-      process.nextTick(() => res.uncork())
-    }
+    else for (const p of parts) ok = res.write(p) && ok
     if (!ok) {
       blocked = true
       res.once('drain', () => {
