@@ -47,6 +47,7 @@ import type { Logger } from '../logger.js'
 import { withTimeout } from '../with-timeout.js'
 import { every, type Periodic } from '../periodic.js'
 import { EVENT_JSON, EVENT_KINDS, eventJson, isEventKind, type EventHub, type EventKind, type FleetEvent, type LocalEventHub } from '../../devices/fleet-events.js'
+import { backoffDelay } from '../backoff.js'
 
 const PREFIX = 'fleetgate:events:'
 const WANTS = 'fleetgate:events:wants'
@@ -73,7 +74,8 @@ export interface ClusterEventsOptions {
 
 export function createClusterEventHub (opts: ClusterEventsOptions): ClusterEventHub {
   const { local, brokerId, log } = opts
-  const common: RedisOptions = { retryStrategy: (attempt) => Math.min(100 * attempt, 2000), lazyConnect: false }
+  // Reconnect for ever with the project's one backoff (ioredis counts attempts from 1).
+  const common: RedisOptions = { retryStrategy: (attempt) => backoffDelay(attempt - 1, { baseMs: 100, maxMs: 2000, jitter: 'equal' }), lazyConnect: false }
   // Publishing fails fast while Redis is away (live events are not queued for later).
   const pub = new Redis(opts.url, { ...common, connectionName: 'fleetgate-events-pub', enableOfflineQueue: false, maxRetriesPerRequest: 1, autoResendUnfulfilledCommands: false })
   const sub = new Redis(opts.url, { ...common, connectionName: 'fleetgate-events-sub', maxRetriesPerRequest: null })
