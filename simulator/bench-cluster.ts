@@ -16,10 +16,11 @@ import { join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
+import { Redis } from 'ioredis'
 import { startBenchEnvironment, type BenchEnvironment, type FleetgateUnderTest } from './broker-under-test.js'
 import { forkFleets } from './fleet-process.js'
 import { provisionDevices } from './provisioning.js'
-import { rssMb } from './process-stats.js'
+import { cpuSeconds, rssMb } from './process-stats.js'
 import { CONFIG_FOLLOWER } from './virtual-device.js'
 
 const { values: args } = parseArgs({
@@ -29,6 +30,8 @@ const { values: args } = parseArgs({
     replicas: { type: 'string', default: '3' },
     rate: { type: 'string', default: '1500' },
     'per-worker': { type: 'string', default: '15000' },
+    /** How long to follow the rollout before giving up on it (s). */
+    'rollout-timeout': { type: 'string', default: '300' },
     out: { type: 'string', default: 'results/bench-cluster.json' }
   }
 })
@@ -46,7 +49,13 @@ interface PhaseResult {
   connectSeconds: number
   connectsPerSecond: number
   brokerRssMb: number[]
+  /** CPU of each broker process while the devices connected, per device it accepted. */
+  brokerCpuMsPerConnect: number[]
   redisRssMb?: number
+  /** Redis commands (INFO commandstats) and Redis CPU seconds while the devices connected, per device connected. */
+  redisCommandsPerConnect?: number
+  redisCpuMsPerConnect?: number
+  redisCommands?: Record<string, number>
   rolloutAllReportedMs: number
   rolloutInSyncByApiMs: number
   rolloutMissing: number
@@ -61,6 +70,7 @@ function startReplica (env: BenchEnvironment, extra: Record<string, string> = {}
 // they wait for and who blocks them: printed once each, for diagnosis.
 function watchSlowStatements (databaseUrl: string): () => Promise<void> {
   const pool = new pg.Pool({ connectionString: databaseUrl, max: 1 })
+  pool.on('error', () => {}) // a diagnostic: a lost connection must not end the benchmark
   const seen = new Set<string>()
   const timer = setInterval(() => {
     pool.query<{ pid: number, started: string, age: number, wait_event_type: string | null, wait_event: string | null, blockers: number[], query: string, blocker_queries: string[] | null }>(
@@ -81,7 +91,31 @@ function watchSlowStatements (databaseUrl: string): () => Promise<void> {
   return async () => { clearInterval(timer); await pool.end() }
 }
 
-async function runPhase (phase: string, brokers: FleetgateUnderTest[], n: number, databaseUrl: string, redisPid?: number): Promise<PhaseResult> {
+interface RedisCounters { commands: Record<string, number>, cpuSeconds: number }
+
+/** Calls per command (INFO commandstats) and CPU seconds of the Redis server so far. */
+async function redisCounters (redis: Redis): Promise<RedisCounters> {
+  const commands: Record<string, number> = {}
+  for (const m of (await redis.info('commandstats')).matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) commands[m[1]!] = Number(m[2])
+  const cpu = await redis.info('cpu')
+  const sys = Number(/^used_cpu_sys:([\d.]+)/m.exec(cpu)?.[1] ?? 0)
+  const user = Number(/^used_cpu_user:([\d.]+)/m.exec(cpu)?.[1] ?? 0)
+  return { commands, cpuSeconds: sys + user }
+}
+
+function diffCounters (before: RedisCounters, after: RedisCounters): RedisCounters {
+  const commands: Record<string, number> = {}
+  for (const [k, v] of Object.entries(after.commands)) {
+    const d = v - (before.commands[k] ?? 0)
+    if (d > 0) commands[k] = d
+  }
+  return { commands, cpuSeconds: after.cpuSeconds - before.cpuSeconds }
+}
+
+async function runPhase (phase: string, brokers: FleetgateUnderTest[], n: number, databaseUrl: string, redisServer?: { pid?: number, url: string }): Promise<PhaseResult> {
+  const redisPid = redisServer?.pid
+  const redis = redisServer ? new Redis(redisServer.url, { connectionName: 'bench-stats', maxRetriesPerRequest: 1 }) : undefined
+  redis?.on('error', () => {}) // statistics only: Redis stopping with the run must not print errors
   const { api } = brokers[0]!
   const prefix = `${phase}-${n}`
   const devices = await provisionDevices(api, { count: n, idPrefix: prefix, labels: { bench: prefix } })
@@ -89,6 +123,8 @@ async function runPhase (phase: string, brokers: FleetgateUnderTest[], n: number
   const workers = Math.ceil(n / PER_WORKER)
   const reports = new Map<string, number>() // `${id}:${version}` → time
   console.error(`${phase}: connecting ${n} devices to ${brokers.length} broker process(es) from ${workers} load processes at ${RATE}/s`)
+  const redisBefore = redis ? await redisCounters(redis) : undefined
+  const cpuBefore = await Promise.all(brokers.map((b) => cpuSeconds(b.pid)))
   const t0 = Date.now()
   const fleets = forkFleets(Array.from({ length: workers }, (_, w) => ({
     // Process w takes every workers-th device; device i goes to replica i % replicas,
@@ -104,6 +140,15 @@ async function runPhase (phase: string, brokers: FleetgateUnderTest[], n: number
   const ready = await fleets.settled()
   const { ready: connected, gaveUp: failed, retries, failureReasons: reasons } = ready
   const connectSeconds = (ready.lastReadyAt - t0) / 1000
+  const cpuAfter = await Promise.all(brokers.map((b) => cpuSeconds(b.pid)))
+  const brokerCpuMsPerConnect = cpuAfter.map((c, i) => Number(((c - cpuBefore[i]!) * 1000 / (connected / brokers.length)).toFixed(3)))
+  console.error(`${phase}: broker CPU while connecting: ${brokerCpuMsPerConnect.join(' / ')} ms per device accepted`)
+  const redisDuring = redis && redisBefore ? diffCounters(redisBefore, await redisCounters(redis)) : undefined
+  const redisCommands = redisDuring ? Object.values(redisDuring.commands).reduce((a, b) => a + b, 0) : 0
+  if (redisDuring) {
+    const top = Object.entries(redisDuring.commands).sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k} ${(v / connected).toFixed(2)}`).join(', ')
+    console.error(`${phase}: Redis while connecting: ${(redisCommands / connected).toFixed(2)} commands and ${(redisDuring.cpuSeconds * 1000 / connected).toFixed(3)} ms CPU per connected device (${top})`)
+  }
   await sleep(2000) // presence flushes; RSS settles
   const brokerRssMb = await Promise.all(brokers.map((b) => rssMb(b.pid)))
   const redisRssMb = redisPid ? await rssMb(redisPid) : undefined
@@ -114,9 +159,11 @@ async function runPhase (phase: string, brokers: FleetgateUnderTest[], n: number
   const t1 = Date.now()
   const ro = await api.json<{ id: string }>('POST', '/v1/rollouts', { selector: `bench=${prefix}`, config: { interval: 20 } })
   let inSyncMs = NaN
-  while (Date.now() < t1 + 300_000) {
-    const r = await api.json<{ counts: { inSync: number } }>('GET', `/v1/rollouts/${ro.id}`)
-    if (r.counts.inSync >= connected) { inSyncMs = Date.now() - t1; break }
+  while (Date.now() < t1 + Number(args['rollout-timeout']) * 1000) {
+    // A transient failure (a 500 while the database is starved on a shared
+    // machine) is asked again, not the end of the run.
+    const r = await api.json<{ counts: { inSync: number } }>('GET', `/v1/rollouts/${ro.id}`).catch((err: Error) => { console.error(`rollout status: ${err.message.slice(0, 160)}`); return undefined })
+    if (r && r.counts.inSync >= connected) { inSyncMs = Date.now() - t1; break }
     await sleep(100)
   }
   // The devices report the rollout as version 1 (their first config);
@@ -129,6 +176,7 @@ async function runPhase (phase: string, brokers: FleetgateUnderTest[], n: number
   const allReportedMs = missing === 0 ? Math.max(...times as number[]) - t1 : NaN
   console.error(`${phase}: rollout to ${n} devices: all reported in ${allReportedMs} ms, all in sync by the API in ${inSyncMs} ms, ${missing} missing`)
   await fleets.stop(0)
+  redis?.disconnect()
   return {
     phase,
     replicas: brokers.length,
@@ -140,7 +188,9 @@ async function runPhase (phase: string, brokers: FleetgateUnderTest[], n: number
     connectSeconds,
     connectsPerSecond: Math.round(connected / connectSeconds),
     brokerRssMb: brokerRssMb.map((x) => Math.round(x)),
+    brokerCpuMsPerConnect,
     ...(redisRssMb !== undefined ? { redisRssMb: Math.round(redisRssMb) } : {}),
+    ...(redisDuring ? { redisCommandsPerConnect: Number((redisCommands / connected).toFixed(2)), redisCpuMsPerConnect: Number((redisDuring.cpuSeconds * 1000 / connected).toFixed(3)), redisCommands: redisDuring.commands } : {}),
     rolloutAllReportedMs: allReportedMs,
     rolloutInSyncByApiMs: inSyncMs,
     rolloutMissing: missing
@@ -161,7 +211,7 @@ async function main () {
     if (n > 0) {
       const redis = await env.redis()
       const replicas = await Promise.all(Array.from({ length: Number(args.replicas) }, () => startReplica(env, { REDIS_URL: redis.url })))
-      results.push(await runPhase('cluster', replicas, n, env.databaseUrl, redis.pid))
+      results.push(await runPhase('cluster', replicas, n, env.databaseUrl, redis))
       await Promise.all(replicas.map((r) => r.stop()))
     }
     console.log('\nphase     replicas  devices  connected  connects/s  broker RSS MB (each)   Redis RSS MB  rollout: all reported  in sync (API)')
