@@ -36,8 +36,22 @@ export type IngestRow = ReadingRow | DeadLetterRow
 // The payloads travel as one JSON array text ($5) rather than a jsonb[]: each
 // reading is already valid JSON, so joining them needs no escaping, where a
 // PostgreSQL array literal would escape every quote of every payload.
-// ROWS FROM zips the column arrays with the array's elements in order.
+// The other columns travel as comma-separated text split in SQL: device ids
+// ([A-Za-z0-9_.:@-], devices/device-id.ts), hex hashes and integers hold no
+// comma, and node-postgres' array serialiser quoted and regex-escaped every
+// element of every batch (2% of the broker's CPU at saturation, issue 15).
+// ROWS FROM zips the columns with the array's elements in order.
 const INSERT_READINGS = {
+  name: 'fleetgate_insert_readings_v2',
+  text: `INSERT INTO telemetry (device_id, ts, reading_hash, received_at, payload)
+         SELECT d, to_timestamp(t / 1000.0), ('x' || h)::bit(64)::bigint, to_timestamp(r / 1000.0), p
+           FROM ROWS FROM (unnest(string_to_array($1, ',')), unnest(string_to_array($2, ',')::float8[]), unnest(string_to_array($3, ',')),
+                           unnest(string_to_array($4, ',')::float8[]), jsonb_array_elements($5::jsonb)) AS u(d, t, h, r, p)
+         ON CONFLICT DO NOTHING`
+}
+// A device id with a comma (none can be created: the rule above) would split
+// wrongly; such a batch goes the old way, as arrays.
+const INSERT_READINGS_ARRAYS = {
   name: 'fleetgate_insert_readings',
   text: `INSERT INTO telemetry (device_id, ts, reading_hash, received_at, payload)
          SELECT d, to_timestamp(t / 1000.0), ('x' || h)::bit(64)::bigint, to_timestamp(r / 1000.0), p
@@ -85,15 +99,19 @@ export function deadLetterFromReading (row: ReadingRow, reason: string, detail: 
   }
 }
 
-function readingParams (rows: ReadingRow[]): unknown[] {
+function readingQuery (rows: ReadingRow[]): { name: string, text: string, values: unknown[] } {
   const n = rows.length
   const d = new Array<string>(n); const t = new Array<number>(n); const h = new Array<string>(n)
   const r = new Array<number>(n); const p = new Array<string>(n)
+  let comma = false
   for (let i = 0; i < n; i++) {
     const row = rows[i]!
     d[i] = row.deviceId; t[i] = row.ts; h[i] = row.hash; r[i] = row.receivedAt; p[i] = row.json
+    if (row.deviceId.includes(',')) comma = true
   }
-  return [d, t, h, r, '[' + p.join(',') + ']']
+  const payloads = '[' + p.join(',') + ']'
+  if (comma) return { ...INSERT_READINGS_ARRAYS, values: [d, t, h, r, payloads] }
+  return { ...INSERT_READINGS, values: [d.join(','), t.join(','), h.join(','), r.join(','), payloads] }
 }
 
 function deadLetterParams (rows: DeadLetterRow[]): unknown[] {
@@ -122,7 +140,7 @@ function byKind (rows: IngestRow[]): { readings: ReadingRow[], dead: DeadLetterR
 export function createTelemetrySink (pool: pg.Pool, log: Logger, observer: TelemetrySinkObserver = {}): BatchSink<IngestRow> {
   /** Returns the stored events of the dead letters, to publish once committed. */
   async function insert (client: pg.PoolClient | pg.Pool, readings: ReadingRow[], dead: DeadLetterRow[]): Promise<DeadLetterEventRow[]> {
-    if (readings.length > 0) await client.query({ ...INSERT_READINGS, values: readingParams(readings) })
+    if (readings.length > 0) await client.query(readingQuery(readings))
     if (dead.length === 0) return []
     return (await client.query<DeadLetterEventRow>({ ...INSERT_DEAD_LETTERS, values: deadLetterParams(dead) })).rows
   }
