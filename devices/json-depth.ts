@@ -9,6 +9,13 @@
 export function jsonDeeperThan (text: string, max: number): boolean {
   // Fewer characters than brackets it would take: cannot be too deep.
   if (text.length <= max * 2) return false
+  // Nor with no more opening brackets than that (those in strings counted
+  // too: an upper bound). Found by indexOf, natively: a typical reading has
+  // a handful, and this runs for every telemetry message (issue 15).
+  let opens = 0
+  for (let i = text.indexOf('{'); i !== -1 && opens <= max; i = text.indexOf('{', i + 1)) opens++
+  for (let i = text.indexOf('['); i !== -1 && opens <= max; i = text.indexOf('[', i + 1)) opens++
+  if (opens <= max) return false
   let depth = 0
   let inString = false
   for (let i = 0; i < text.length; i++) {
