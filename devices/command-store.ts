@@ -3,7 +3,9 @@
 // 13). Every transition is a conditional UPDATE, so a late result cannot
 // revive an expired or cancelled command and two replicas cannot both
 // complete one. Final transitions NOTIFY, so `waitSeconds` requests on any
-// replica wake up without polling. The broker's own transitions (sent,
+// replica wake up without polling; a device's result recorded here is also
+// announced in-process after COMMIT (onFinished), so this replica's waiters
+// answer without that round trip (issue 15). The broker's own transitions (sent,
 // succeeded, failed, expired) are stored as `command` events in their
 // transaction and published after COMMIT (devices/change-recorder.ts); the
 // operator's (queued, cancelled) are recorded by the REST route with its
@@ -13,7 +15,7 @@ import type pg from 'pg'
 import { SYSTEM_ACTOR, withChanges, type ChangeRecorder, type Queryable } from './change-recorder.js'
 import { CHANNELS } from './dispatch.js'
 import { DomainError, notFound } from './domain-error.js'
-import { createLocalEventHub, type EventHub, type NewEvent } from './fleet-events.js'
+import { createLocalEventHub, type EventHub, type FleetEvent, type NewEvent } from './fleet-events.js'
 import { withTransaction } from './transaction.js'
 import { isUuid } from './uuid.js'
 
@@ -93,14 +95,40 @@ export interface CommandStore {
   cancel (id: string, q: Queryable): Promise<{ before: CommandStatus, command: Command }>
   /** Queued, unexpired commands of many devices (one query), oldest first, at most `limit` each (delivered when they subscribe). */
   pendingMany (deviceIds: string[], limit?: number): Promise<Map<string, Command[]>>
-  markSent (ids: string[]): Promise<void>
+  /** Marks queued commands sent; returns those it changed, as they now are (a command already answered is not among them). */
+  markSent (ids: string[]): Promise<Command[]>
   /** A device's result: completes a queued or sent, unexpired command of that device. */
   complete (deviceId: string, id: string, status: 'succeeded' | 'failed', result: unknown): Promise<{ outcome: ResultOutcome, correlationId?: string | null }>
   /** Expires every open command past its TTL; returns how many. */
   expire (): Promise<number>
+  /**
+   * `listener` is called, after COMMIT, with each command a device's result
+   * made final in this process (complete). Other final transitions are known
+   * through the NOTIFY only (an expiry) or by their caller (a cancel).
+   */
+  onFinished (listener: (command: Command) => void): void
 }
 
 const IDEMPOTENCY_WINDOW = "interval '1 day'"
+
+/**
+ * The `command` events of the rows of CTE `changed`, inserted into
+ * fleet_events by the same statement (the data of commandEvent()). The
+ * transitions on the round trip of a command (sent, succeeded, failed) are
+ * each one statement, so one round trip and one implicit transaction, instead
+ * of BEGIN, UPDATE, INSERT, COMMIT (issue 15: every round trip on that path
+ * waits for a busy event loop); withChanges() gives the same guarantees:
+ * stored with the change, published after COMMIT.
+ */
+const COMMAND_EVENTS = `events AS (
+     INSERT INTO fleet_events (kind, type, device_id, data)
+     SELECT 'command', status, device_id, jsonb_build_object('commandId', id, 'name', name) FROM changed
+     RETURNING id AS event_id, at AS event_at, (data->>'commandId')::uuid AS command_id)`
+
+type EventRow = Row & { event_id: string, event_at: Date }
+
+const storedEvent = (r: EventRow): FleetEvent =>
+  ({ ...commandEvent({ id: r.id, deviceId: r.device_id, name: r.name }, r.status), id: String(r.event_id), at: r.event_at.toISOString() })
 
 export interface CommandStoreOptions {
   /** Where the broker's transitions are published (default: nobody listens; they are still stored). */
@@ -111,7 +139,10 @@ export function createCommandStore (pool: pg.Pool, opts: CommandStoreOptions = {
   const deps = { pool, hub: opts.events ?? createLocalEventHub() }
   // The broker's own transitions: events, no audit entry.
   const system = <T>(work: (client: pg.PoolClient, rec: ChangeRecorder) => Promise<T>) => withChanges(deps, SYSTEM_ACTOR, work)
+  const finishedListeners: Array<(command: Command) => void> = []
   return {
+    onFinished (listener) { finishedListeners.push(listener) },
+
     async create (deviceId, cmd, q) {
       // In the caller's transaction when given one (an audited REST call).
       const inTransaction = <T>(work: (client: pg.ClientBase) => Promise<T>) => q ? work(q) : withTransaction(pool, work)
@@ -182,28 +213,36 @@ export function createCommandStore (pool: pg.Pool, opts: CommandStoreOptions = {
     },
 
     async markSent (ids) {
-      if (ids.length === 0) return
-      await system(async (client, rec) => {
-        const { rows } = await client.query<{ id: string, device_id: string, name: string }>(
-          'UPDATE commands SET status = \'sent\', sent_at = now() WHERE id = ANY($1::uuid[]) AND status = \'queued\' RETURNING id, device_id, name', [ids])
-        for (const r of rows) rec.event(commandEvent({ id: r.id, deviceId: r.device_id, name: r.name }, 'sent'))
-      })
+      if (ids.length === 0) return []
+      // RETURNING the rows: the REST call that sent one answers with it, without reading it again.
+      const { rows } = await pool.query<EventRow>(
+        `WITH changed AS (
+           UPDATE commands SET status = 'sent', sent_at = now() WHERE id = ANY($1::uuid[]) AND status = 'queued' RETURNING *),
+         ${COMMAND_EVENTS}
+         SELECT changed.*, events.event_id, events.event_at FROM changed JOIN events ON events.command_id = changed.id`, [ids])
+      if (rows.length > 0) deps.hub.publish(rows.map(storedEvent))
+      return rows.map(toCommand)
     },
 
     async complete (deviceId, id, status, result) {
       if (!isUuid(id)) return { outcome: 'unknown' }
-      const done = await system(async (client, rec) => {
-        const { rows } = await client.query<{ id: string, name: string, correlation_id: string | null }>(
-          `WITH done AS (
-             UPDATE commands SET status = $3, result = $4, completed_at = now()
-              WHERE id = $1 AND device_id = $2 AND status IN ('queued', 'sent') AND expires_at > now()
-              RETURNING id, name, correlation_id)
-           SELECT id, name, correlation_id, pg_notify('${CHANNELS.commandDone}', id::text) FROM done`,
-          [id, deviceId, status, result === undefined ? null : JSON.stringify(result)])
-        if (rows[0]) rec.event(commandEvent({ id, deviceId, name: rows[0].name }, status))
-        return rows[0]
-      })
-      if (done) return { outcome: 'completed', correlationId: done.correlation_id }
+      // One statement (see COMMAND_EVENTS); its NOTIFY is delivered at its COMMIT.
+      const { rows } = await pool.query<EventRow>(
+        `WITH changed AS (
+           UPDATE commands SET status = $3, result = $4, completed_at = now()
+            WHERE id = $1 AND device_id = $2 AND status IN ('queued', 'sent') AND expires_at > now()
+            RETURNING *),
+         ${COMMAND_EVENTS}
+         SELECT changed.*, events.event_id, events.event_at, pg_notify('${CHANNELS.commandDone}', changed.id::text)
+           FROM changed JOIN events ON events.command_id = changed.id`,
+        [id, deviceId, status, result === undefined ? null : JSON.stringify(result)])
+      const done = rows[0] ? toCommand(rows[0]) : undefined
+      if (rows[0]) deps.hub.publish([storedEvent(rows[0])])
+      if (done) {
+        // Committed: this replica's waiters answer now; others get the NOTIFY.
+        for (const listener of finishedListeners) { try { listener(done) } catch {} }
+        return { outcome: 'completed', correlationId: done.correlationId }
+      }
       // Expired or cancelled meanwhile (or answered twice): ignored, and counted by the caller.
       const { rows: existing } = await pool.query('SELECT 1 FROM commands WHERE id = $1 AND device_id = $2', [id, deviceId])
       return { outcome: existing.length === 1 ? 'finished' : 'unknown' }

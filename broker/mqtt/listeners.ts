@@ -122,17 +122,14 @@ export async function startListeners (opts: ListenerOptions): Promise<Listeners>
       handle(c, undefined, opts.maxConnections !== undefined && open > opts.maxConnections)
     }
   }
-  // TCP_NODELAY (issue 15): MQTT is request/response (a command, then its
-  // result; a PUBLISH, then its PUBACK). With Nagle's algorithm a small
-  // packet written while an earlier one is unacknowledged waits for the
-  // peer's delayed ACK, up to 40 ms per hop on Linux. Packets written in the
-  // same turn of the event loop still leave together (mqtt-packet corks).
-  const port = opts.tcp === false ? 0 : await listen(createServer({ noDelay: true }, counted()), opts.port, 'mqtt-tcp')
+  // Nagle's algorithm stays on for accepted sockets: TCP_NODELAY is set only
+  // on connections that are sent configs or commands (device-dispatch.ts;
+  // issue 15), as on every one it cost broker CPU per telemetry message.
+  const port = opts.tcp === false ? 0 : await listen(createServer(counted()), opts.port, 'mqtt-tcp')
   let tlsPort: number | undefined
   if (opts.tls) {
     const t = opts.tls
     const tlsServer = createTlsServer({
-      noDelay: true,
       key: t.key,
       cert: t.cert,
       ...(t.ca ? { ca: t.ca } : {}),

@@ -8,7 +8,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import type pg from 'pg'
 import { withChanges } from '../change-recorder.js'
-import { COMMAND_STATUSES, FINAL, commandEvent, toMessage, type Command as CommandT, type CommandStore } from '../command-store.js'
+import { COMMAND_STATUSES, commandEvent, toMessage, type Command as CommandT, type CommandStore } from '../command-store.js'
 import type { EventHub } from '../fleet-events.js'
 import { createCommandWaiters } from '../command-waiters.js'
 import type { DeviceStore } from '../device-store.js'
@@ -88,7 +88,8 @@ export const commandRoutes: FastifyPluginAsyncTypebox<CommandRoutesOptions> = as
   const { auth, devices, commands, dispatch } = opts
   const read = { preHandler: auth.require('read') }
   const write = { preHandler: auth.require('write') }
-  const waiters = createCommandWaiters(opts.changes)
+  // Woken at once by results recorded here, by NOTIFY for the rest.
+  const waiters = createCommandWaiters(opts.changes, commands)
   const changes = { pool: opts.pool, hub: opts.events }
   const WaitQuery = Type.Object({ waitSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: opts.maxWaitSeconds })) }, { additionalProperties: false })
 
@@ -114,9 +115,10 @@ export const commandRoutes: FastifyPluginAsyncTypebox<CommandRoutesOptions> = as
       if (created) {
         opts.onCommandStatus?.('queued')
         if (await dispatch.deliver(command.deviceId, topics.command(command.deviceId, command.id), toMessage(command))) {
-          await commands.markSent([command.id])
+          const [sent] = await commands.markSent([command.id])
           opts.onCommandStatus?.('sent')
-          result = (await commands.get(command.id)) ?? command
+          // Not marked: the device answered first (or it expired); read what it is now.
+          result = sent ?? (await commands.get(command.id)) ?? command
         }
         req.log.info({ commandId: command.id, deviceId: command.deviceId, correlationId: req.id }, 'command created')
       }
@@ -134,6 +136,8 @@ export const commandRoutes: FastifyPluginAsyncTypebox<CommandRoutesOptions> = as
         return command
       })
       opts.onCommandStatus?.('cancelled')
+      // Committed: this replica's waiters answer now (others by NOTIFY).
+      waiters.finished(cmd)
       req.log.info({ commandId: cmd.id, deviceId: cmd.deviceId }, 'command cancelled')
       return commandJson(cmd)
     })
@@ -141,17 +145,14 @@ export const commandRoutes: FastifyPluginAsyncTypebox<CommandRoutesOptions> = as
   app.get('/commands/:id', { ...read, schema: { operationId: 'getCommand', tags: ['commands'], summary: 'A command; waitSeconds holds the request until it finishes', params: OpaqueIdParams, querystring: WaitQuery, response: { 200: Command, ...errors(400, 404) } } },
     async (req) => {
       const id = req.params.id
-      let cmd = found(await commands.get(id), `command ${id}`)
       const wait = req.query.waitSeconds ?? 0
-      if (wait > 0 && !FINAL.has(cmd.status)) {
-        await waiters.wait(id, wait * 1000, {
-          gone: req.raw,
-          finished: async () => { const c = await commands.get(id); return c !== undefined && FINAL.has(c.status) }
-        })
-        // Gone only if its device was deleted meanwhile: 404, as after.
-        cmd = found(await commands.get(id), `command ${id}`)
-      }
-      return commandJson(cmd)
+      // Waiting: registered before the one read (no second read to close the
+      // race), answered with the final row when this replica recorded it.
+      // Gone only if its device was deleted meanwhile: 404, as before.
+      const cmd = wait > 0
+        ? await waiters.wait(id, wait * 1000, { gone: req.raw, read: () => commands.get(id) })
+        : await commands.get(id)
+      return commandJson(found(cmd, `command ${id}`))
     })
 
   app.get('/devices/:id/commands', { ...read, schema: { operationId: 'listDeviceCommands', tags: ['commands'], summary: "A device's commands, oldest first", params: IdParams, querystring: CommandListQuery, response: { 200: CommandPage, ...errors(400, 404) } } },

@@ -2,6 +2,7 @@ import test from 'ava'
 import type { MqttClient } from 'mqtt'
 import { startTestBroker, connectDevice, api, type TestBroker } from '../helpers/broker.js'
 import { waitFor } from '../helpers/wait.js'
+import type { FleetEvent } from '../../devices/fleet-events.js'
 
 let broker: TestBroker
 test.before(async () => { broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 100_000 }) })
@@ -43,8 +44,31 @@ test('full lifecycle: queued → sent → succeeded, with times; waitSeconds ret
   t.deepEqual(done.body.result, { uptime: 0 })
   t.truthy(done.body.sentAt)
   t.truthy(done.body.completedAt)
+  // Answered from the committed row: what any later read returns (durable when the GET answers).
+  t.deepEqual((await api(broker.app, 'GET', `/v1/commands/${created.body.id}`)).body, done.body)
   const list = await api(broker.app, 'GET', `/v1/devices/${d.id}/commands`)
   t.deepEqual(list.body.items.map((c: { id: string }) => c.id), [created.body.id])
+  await client.endAsync()
+})
+
+test('the round trip\'s command events (queued, sent, succeeded) are stored with their transitions and published live, ids and times matching', async (t) => {
+  const d = await device('cmd-events')
+  const client = await d.connect()
+  await client.subscribeAsync(`devices/${d.id}/commands/+`, { qos: 1 })
+  const live: FleetEvent[] = []
+  const unsubscribe = broker.app.events.subscribe((e) => { if (e.deviceId === d.id) live.push(e) }, ['command'])
+  t.teardown(unsubscribe)
+  const c = (await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'probe' })).body
+  t.is(c.status, 'sent')
+  const waiting = api(broker.app, 'GET', `/v1/commands/${c.id}?waitSeconds=30`)
+  await client.publishAsync(`devices/${d.id}/commands/${c.id}/result`, JSON.stringify({ status: 'succeeded' }), { qos: 1 })
+  t.is((await waiting).body.status, 'succeeded')
+  await waitFor(() => live.length >= 3, { what: 'three live command events' })
+  const { rows } = await broker.app.pool.query<{ id: string, type: string, data: unknown, at: Date }>(
+    'SELECT id::text, type, data, at FROM fleet_events WHERE kind = \'command\' AND device_id = $1 ORDER BY id', [d.id])
+  t.deepEqual(rows.map((r) => r.type), ['queued', 'sent', 'succeeded'])
+  for (const r of rows) t.deepEqual(r.data, { commandId: c.id, name: 'probe' })
+  t.deepEqual(live.map((e) => ({ id: e.id, type: e.type, at: e.at, data: e.data })), rows.map((r) => ({ id: r.id, type: r.type, at: r.at.toISOString(), data: r.data })))
   await client.endAsync()
 })
 
@@ -111,8 +135,20 @@ test('waitSeconds ends with the current state when nothing happens; errors are 4
   t.is(r.body.status, 'queued')
   t.is((await api(broker.app, 'GET', `/v1/commands/${c.id}?waitSeconds=100000`)).status, 400)
   t.is((await api(broker.app, 'GET', '/v1/commands/not-a-uuid')).status, 404)
+  t.is((await api(broker.app, 'GET', '/v1/commands/not-a-uuid?waitSeconds=5')).status, 404, 'at once, not after the wait')
   t.is((await api(broker.app, 'POST', '/v1/devices/nobody/commands', { name: 'x' })).status, 404)
   t.is((await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'x', ttlSeconds: 0 })).status, 400)
+})
+
+test('a waiting request wakes when its command expires (the NOTIFY path: expiry is not announced in-process)', async (t) => {
+  const d = await device('cmd-expire-wait')
+  const c = (await api(broker.app, 'POST', `/v1/devices/${d.id}/commands`, { name: 'late', ttlSeconds: 1 })).body
+  t.is(c.status, 'queued')
+  const t0 = Date.now()
+  const r = await api(broker.app, 'GET', `/v1/commands/${c.id}?waitSeconds=30`)
+  t.is(r.body.status, 'expired')
+  // Expiry runs every second: woken within a few seconds, not at the end of the 30 s wait.
+  t.true(Date.now() - t0 < 10_000, `woken after ${Date.now() - t0} ms`)
 })
 
 test('cancel (issue 13): a waiter wakes with cancelled, a later result is ignored and counted, a final command is 409', async (t) => {

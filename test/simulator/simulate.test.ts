@@ -32,7 +32,7 @@ test('flag errors name the flag', (t) => {
 test('a small fleet connects, its telemetry lands, config and commands round-trip, and --verify finds nothing lost or duplicated', async (t) => {
   const broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 1_000_000 })
   t.teardown(async () => { await broker.close(); await broker.db.drop() })
-  const summary = await simulate(base(broker, ['--devices', '50', '--ramp', '200', '--interval', '200', '--duration', '4', '--probe-every', '1', '--verify', '--id-prefix', 'small', '--readings', '2']))
+  const summary = await simulate(base(broker, ['--devices', '50', '--ramp', '200', '--interval', '200', '--duration', '4', '--probe-every', '0.5', '--verify', '--id-prefix', 'small', '--readings', '2']))
   t.log(JSON.stringify(summary))
   t.is(summary.connect.connected, 50)
   t.true(summary.messages.acked > 200, `acked ${summary.messages.acked}`)
@@ -50,7 +50,7 @@ test('a small fleet connects, its telemetry lands, config and commands round-tri
 test('an MQTT 5 fleet: telemetry through a topic alias, commands answered through the Response Topic, nothing lost or duplicated', async (t) => {
   const broker = await startTestBroker({ API_RATE_LIMIT_PER_MINUTE: 1_000_000 })
   t.teardown(async () => { await broker.close(); await broker.db.drop() })
-  const summary = await simulate(base(broker, ['--protocol', '5', '--devices', '30', '--ramp', '200', '--interval', '200', '--duration', '4', '--probe-every', '1', '--verify', '--id-prefix', 'v5']))
+  const summary = await simulate(base(broker, ['--protocol', '5', '--devices', '30', '--ramp', '200', '--interval', '200', '--duration', '4', '--probe-every', '0.5', '--verify', '--id-prefix', 'v5']))
   t.log(JSON.stringify(summary))
   t.is(summary.protocolVersion, 5)
   t.is(summary.connect.connected, 30)
