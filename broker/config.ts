@@ -1,8 +1,9 @@
 // The one configuration schema of the broker process. Only this module reads
 // process.env (DESIGN.md, "Engineering habits"); everything else receives a
 // validated, typed Config.
-import { Type, type Static, type TSchema } from '@sinclair/typebox'
-import { Value } from '@sinclair/typebox/value'
+import { Type, type Static, type TSchema } from 'typebox'
+import { Value } from 'typebox/value'
+import { literals } from '../devices/schemas.js'
 
 const Int = (opts: { default: number; minimum: number; maximum: number; description: string }) =>
   Type.Integer(opts)
@@ -19,7 +20,7 @@ export const ConfigSchema = Type.Object({
   HTTP_HOST: Type.String({ default: '0.0.0.0', minLength: 1, description: 'Address the HTTP server binds to.' }),
   HTTP_PORT: Int({ default: 8080, minimum: 0, maximum: 65535, description: 'HTTP port (health, metrics); 0 = any free port (logged: msg "listening").' }),
   HTTP_TRUST_PROXY: Bool(false, 'Behind a reverse proxy or Ingress: take the client address from X-Forwarded-For (per-address limits, logs). Never set it when clients reach the port directly.'),
-  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), {
+  LOG_LEVEL: literals(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
     default: 'info', description: 'pino log level.'
   }),
   MQTT_TCP_ENABLED: Bool(true, 'Plain MQTT over TCP on MQTT_PORT.'),
@@ -173,17 +174,22 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env, overrides: Par
   }
   for (const key of Object.keys(overrides)) delete given[key]
   Object.assign(input, overrides)
-  const withDefaults = Value.Default(ConfigSchema, input)
-  const errors = [...Value.Errors(ConfigSchema, withDefaults)]
-  if (errors.length > 0) {
-    // One line per setting (a union reports once per member): the value as
-    // it was given (`MQTT_PORT=abc`, not the NaN it became) and what is
-    // allowed, both from the schema, never a hand-kept list.
-    const keys = [...new Set(errors.map((e) => e.path.replace(/^\//, '').split('/')[0]!))]
+  const withDefaults = Value.Default(ConfigSchema, input) as Record<string, unknown>
+  // Each setting is checked on its own, so that every bad one is named at
+  // once: Value.Errors stops at TypeBox's maxErrors (8 by default, a
+  // process-wide setting, left as it is).
+  const required = new Set<string>(ConfigSchema.required ?? [])
+  const keys = Object.entries(ConfigSchema.properties as Record<string, TSchema>)
+    .filter(([key, schema]) => withDefaults[key] === undefined ? required.has(key) : !Value.Check(schema, withDefaults[key]))
+    .map(([key]) => key)
+  if (keys.length > 0) {
+    // One line per setting: the value as it was given (`MQTT_PORT=abc`, not
+    // the NaN it became) and what is allowed, both from the schema, never a
+    // hand-kept list.
     const lines = keys.map((key) => {
-      const schema = (ConfigSchema.properties as Record<string, TSchema>)[key]
-      const value = SECRET.has(key) ? '[redacted]' : key in given ? JSON.stringify(given[key]) : JSON.stringify((withDefaults as Record<string, unknown>)[key])
-      return schema ? `${key}=${value}: expected ${allowedValues(schema)}` : `${key}: not a setting`
+      const schema = (ConfigSchema.properties as Record<string, TSchema>)[key]!
+      const value = SECRET.has(key) ? '[redacted]' : key in given ? JSON.stringify(given[key]) : JSON.stringify(withDefaults[key])
+      return `${key}=${value}: expected ${allowedValues(schema)}`
     })
     throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`)
   }

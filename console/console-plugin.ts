@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url'
 import { createHash } from 'node:crypto'
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import fastifyStatic from '@fastify/static'
-import { Type } from '@sinclair/typebox'
+import { Type } from 'typebox'
 import { ApiError } from '../devices/api-error.js'
 import { SESSION_COOKIE, csrfTokenFor, sessionTokenOf, type OperatorAuth } from '../devices/operator-auth.js'
 

@@ -4,7 +4,7 @@
 // @fastify/swagger builds /openapi.json from them; Problem, the only one
 // registered by `$id` (broker/http-server.ts adds it), is referenced from
 // every route and appears once under components/schemas.
-import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { Type, type Static, type TSchema, type TSchemaOptions } from 'typebox'
 import { DEVICE_ID_PATTERN } from './device-id.js'
 import { MAX_LIMIT } from './pagination.js'
 
@@ -27,11 +27,20 @@ export type IdParams = Static<typeof IdParams>
  */
 export const OpaqueIdParams = Type.Object({ id: Type.String({ maxLength: 64 }) })
 
+/**
+ * One of a list of strings: an `anyOf` of `const`s, as /openapi.json and the
+ * configuration errors (broker/config.ts allowedValues) read it, typed as the
+ * union of the strings. TypeBox 1.x types a Union from a tuple only, and
+ * `Type.Union(values.map(Type.Literal))` is an array: its type would be never.
+ */
+export const literals = <const T extends readonly string[]>(values: T, options?: TSchemaOptions) =>
+  Type.Unsafe<T[number]>(Type.Union(values.map((v) => Type.Literal(v)), options))
+
 export const page = <T extends TSchema>(item: T) =>
   Type.Object({ items: Type.Array(item), nextCursor: Type.Union([Type.String(), Type.Null()]) })
 
 /** Error responses every authenticated route can give. */
-export const errors = (...codes: number[]) => Object.fromEntries([401, 403, 429, ...codes].map((c) => [c, Type.Ref(Problem)]))
+export const errors = (...codes: number[]) => Object.fromEntries([401, 403, 429, ...codes].map((c) => [c, Type.Ref('Problem')]))
 
 /** A Date as the `date-time` strings of the response schemas. */
 export function iso (d: Date): string

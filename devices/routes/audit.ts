@@ -3,7 +3,7 @@
 // an opaque cursor. Entries are written by the routes that change things
 // (devices/change-recorder.ts), in the change's transaction.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
+import { Type } from 'typebox'
 import { ApiError } from '../api-error.js'
 import type { AuditRecord, AuditStore } from '../audit-store.js'
 import type { OperatorAuth } from '../operator-auth.js'

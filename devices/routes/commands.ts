@@ -5,7 +5,7 @@
 // (issue 13) stops a queued or sent one. Creating and cancelling are
 // audited and emit `command` events in their transaction.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
+import { Type } from 'typebox'
 import type pg from 'pg'
 import { withChanges } from '../change-recorder.js'
 import { COMMAND_STATUSES, commandEvent, toMessage, type Command as CommandT, type CommandStore } from '../command-store.js'
@@ -16,7 +16,7 @@ import type { ChangeFeed, DeviceDispatch } from '../dispatch.js'
 import { found } from '../domain-error.js'
 import { actorOf, type OperatorAuth } from '../operator-auth.js'
 import { CURSOR, decodeCursor, encodeCursor } from '../pagination.js'
-import { Cursor, IdParams, JsonObject, Limit, OpaqueIdParams, errors, iso, page } from '../schemas.js'
+import { Cursor, IdParams, JsonObject, Limit, OpaqueIdParams, errors, iso, literals, page } from '../schemas.js'
 import { topics } from '../topics.js'
 
 /**
@@ -51,7 +51,7 @@ const Command = Type.Object({
   deviceId: Type.String(),
   name: Type.String(),
   params: Type.Unknown(),
-  status: Type.Union(COMMAND_STATUSES.map((s) => Type.Literal(s))),
+  status: literals(COMMAND_STATUSES),
   createdAt: Type.String({ format: 'date-time' }),
   expiresAt: Type.String({ format: 'date-time' }),
   sentAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),
@@ -63,7 +63,7 @@ const Command = Type.Object({
 const CommandPage = { ...page(Command), examples: [{ items: [COMMAND_EXAMPLE], nextCursor: null }] }
 
 const CommandListQuery = Type.Object({
-  status: Type.Optional(Type.Union(COMMAND_STATUSES.map((s) => Type.Literal(s)))),
+  status: Type.Optional(literals(COMMAND_STATUSES)),
   limit: Limit,
   cursor: Type.Optional(Cursor)
 }, { additionalProperties: false })

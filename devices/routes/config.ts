@@ -3,12 +3,12 @@
 // stored first (PostgreSQL is the source of truth), then pushed; a device
 // that is not connected gets it when it subscribes (devices/device-sessions.ts).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
+import { Type } from 'typebox'
 import type { ConfigMessage, ConfigStore, ConfigVersion as ConfigVersionT } from '../config-store.js'
 import type { DeviceDispatch } from '../dispatch.js'
 import { actorOf, type OperatorAuth } from '../operator-auth.js'
 import { decodeCursor, encodeCursor } from '../pagination.js'
-import { Cursor, IdParams, JsonObject, Limit, errors, iso, page } from '../schemas.js'
+import { Cursor, IdParams, JsonObject, Limit, errors, iso, literals, page } from '../schemas.js'
 import { topics } from '../topics.js'
 
 const Version = Type.Integer({ minimum: 1, maximum: 2_147_483_647 })
@@ -38,7 +38,7 @@ const ConfigState = Type.Object({
     error: Type.Optional(Type.String({ description: "the device's own text, when it reported a failure" }))
   }), Type.Null()]),
   inSync: Type.Boolean(),
-  state: Type.Union(['none', 'in_sync', 'pending', 'failed'].map((s) => Type.Literal(s)), { description: 'failed: the device reported the desired version as failed' })
+  state: literals(['none', 'in_sync', 'pending', 'failed'], { description: 'failed: the device reported the desired version as failed' })
 }, {
   examples: [{
     desired: { version: 4, config: { interval: 30, mode: 'eco' }, updatedAt: '2026-11-29T10:15:00.000Z' },
@@ -53,7 +53,7 @@ const ConfigVersion = Type.Object({
   config: Type.Unknown(),
   setAt: Type.String({ format: 'date-time' }),
   setBy: Type.Union([Type.Object({ id: Type.String(), name: Type.String() }), Type.Null()], { description: "the operator's token (for a rollout: its creator); null for versions set before history was kept" }),
-  source: Type.Union(['api', 'rollback', 'rollout'].map((s) => Type.Literal(s))),
+  source: literals(['api', 'rollback', 'rollout']),
   rolloutId: Type.Optional(Type.String({ format: 'uuid' }))
 })
 

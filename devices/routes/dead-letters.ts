@@ -3,7 +3,7 @@
 // first, and how many of each reason match the same filters — before this,
 // dead letters could only be read with SQL.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
+import { Type } from 'typebox'
 import { ApiError } from '../api-error.js'
 import type { DeadLetter, DeadLetterKey, DeadLetterStore } from '../dead-letter-store.js'
 import type { OperatorAuth } from '../operator-auth.js'

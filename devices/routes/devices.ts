@@ -5,7 +5,7 @@
 // A device's config, commands and telemetry have their own files.
 import type { FastifyRequest } from 'fastify'
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type, type Static } from '@sinclair/typebox'
+import { Type, type Static } from 'typebox'
 import type pg from 'pg'
 import { ApiError } from '../api-error.js'
 import type { AuditStore } from '../audit-store.js'
@@ -18,7 +18,7 @@ import { parseLabelSelector } from '../label-selector.js'
 import { LABEL_KEY_PATTERN, LABEL_VALUE_MAX_LENGTH, LABEL_VALUE_PATTERN, labelsError } from '../labels.js'
 import { actorOf, type OperatorAuth } from '../operator-auth.js'
 import { CURSOR, decodeCursor, encodeCursor } from '../pagination.js'
-import { Cursor, DeviceId, IdParams, Limit, errors, iso, nullable, page } from '../schemas.js'
+import { Cursor, DeviceId, IdParams, Limit, errors, iso, literals, nullable, page } from '../schemas.js'
 import { streamBulkCreation } from './bulk-stream.js'
 
 /** Most ids in one bulk action's list. */
@@ -28,7 +28,7 @@ export const BULK_MAX = 100_000
 /** Sessions ended at once after a bulk disable or delete. */
 const END_SESSION_CONCURRENCY = 32
 
-const ConfigState = Type.Union(CONFIG_STATES.map((s) => Type.Literal(s)), { description: 'none: no config set; in_sync: the desired version is applied; pending: not reported yet; failed: the device reported that applying it failed' })
+const ConfigState = literals(CONFIG_STATES, { description: 'none: no config set; in_sync: the desired version is applied; pending: not reported yet; failed: the device reported that applying it failed' })
 
 // Rules from devices/labels.ts. additionalProperties: false, because a
 // Record's key pattern alone (patternProperties) lets any other key through.

@@ -30,7 +30,7 @@
 // - Shutdown: the broker's HTTP close ends every stream first (preClose),
 //   so fastify's close never waits on an open stream.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
+import { Type } from 'typebox'
 import type pg from 'pg'
 import { ApiError } from '../api-error.js'
 import { parseLabelSelector } from '../label-selector.js'

@@ -3,7 +3,7 @@
 // whole cluster); rates, ingest queue, PUBACK p99 and readiness are those of
 // the replica that answers (devices/replica-stats.ts).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
+import { Type } from 'typebox'
 import type pg from 'pg'
 import type { OperatorAuth } from '../operator-auth.js'
 import type { ReplicaStats } from '../replica-stats.js'

@@ -4,14 +4,14 @@
 // cancelled by operators, and paused by itself when its failures cross
 // maxFailures or maxFailureRatio.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
+import { Type } from 'typebox'
 import { ApiError } from '../api-error.js'
 import { found } from '../domain-error.js'
 import { parseLabelSelector } from '../label-selector.js'
 import { actorOf, type OperatorAuth } from '../operator-auth.js'
 import { CURSOR, decodeCursor, encodeCursor } from '../pagination.js'
 import { TARGET_STATES, type Rollout as RolloutT, type RolloutRunner, type RolloutStatus, type TargetState } from '../rollout-runner.js'
-import { Cursor, JsonObject, Limit, OpaqueIdParams, errors, iso, nullable, page } from '../schemas.js'
+import { Cursor, JsonObject, Limit, OpaqueIdParams, errors, iso, literals, nullable, page } from '../schemas.js'
 
 const Selector = Type.String({ maxLength: 2000, description: 'label selector, e.g. site=berlin,tier=edge (empty: every device)' })
 const MaxFailures = Type.Integer({ minimum: 0, maximum: 2_147_483_647, description: 'pause once more targets than this failed (config: reported failed; command: failed or expired)' })
@@ -57,7 +57,7 @@ const Rollout = Type.Object({
   ratePerSecond: Type.Union([Type.Integer(), Type.Null()]),
   maxFailures: Type.Union([Type.Integer(), Type.Null()]),
   maxFailureRatio: Type.Union([Type.Number(), Type.Null()]),
-  status: Type.Union(['running', 'paused', 'cancelled', 'completed'].map((s) => Type.Literal(s))),
+  status: literals(['running', 'paused', 'cancelled', 'completed']),
   pauseReason: Type.Union([Type.String(), Type.Null()], { description: 'why it paused itself; null when running or paused by an operator' }),
   createdAt: Type.String({ format: 'date-time' }),
   updatedAt: Type.String({ format: 'date-time' }),
@@ -83,20 +83,20 @@ const RolloutWithExample = { ...Rollout, examples: [ROLLOUT_EXAMPLE] }
 const RolloutPage = { ...page(Rollout), examples: [{ items: [ROLLOUT_EXAMPLE], nextCursor: 'WyIyMDI2LTExLTI5IDEwOjAwOjAwKzAwIiwiMGY4ZTJhNGMtNWIxZC00YzZlLTlhN2YtM2QyYjFjMGU5ZjhhIl0' }] }
 
 const ListQuery = Type.Object({
-  status: Type.Optional(Type.Union(['running', 'paused', 'cancelled', 'completed'].map((s) => Type.Literal(s)))),
+  status: Type.Optional(literals(['running', 'paused', 'cancelled', 'completed'])),
   limit: Limit,
   cursor: Type.Optional(Cursor)
 }, { additionalProperties: false })
 
 const TargetQuery = Type.Object({
-  state: Type.Optional(Type.Union(TARGET_STATES.map((s) => Type.Literal(s)))),
+  state: Type.Optional(literals(TARGET_STATES)),
   limit: Limit,
   cursor: Type.Optional(Cursor)
 }, { additionalProperties: false })
 
 const Target = Type.Object({
   deviceId: Type.String(),
-  state: Type.Union(TARGET_STATES.map((s) => Type.Literal(s))),
+  state: literals(TARGET_STATES),
   version: Type.Union([Type.Integer(), Type.Null()], { description: 'config rollouts: the desired version it was given' }),
   commandId: Type.Union([Type.String({ format: 'uuid' }), Type.Null()], { description: 'command rollouts: the command it was sent' }),
   pushedAt: Type.Union([Type.String({ format: 'date-time' }), Type.Null()]),

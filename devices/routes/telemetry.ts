@@ -5,13 +5,13 @@
 // of one numeric field per time bucket, computed in PostgreSQL — what a
 // chart of a device's last day needs, without fetching 86,400 readings.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
+import { Type } from 'typebox'
 import { ApiError } from '../api-error.js'
 import type { DeviceStore } from '../device-store.js'
 import { found } from '../domain-error.js'
 import type { OperatorAuth } from '../operator-auth.js'
 import { CURSOR, decodeCursor, encodeCursor } from '../pagination.js'
-import { Cursor, IdParams, Limit, errors } from '../schemas.js'
+import { Cursor, IdParams, Limit, errors, literals } from '../schemas.js'
 import { BUCKET_SECONDS, type AggregateBucket, type BucketName, type ReadingKey, type StoredReading, type TelemetryStore } from '../telemetry-store.js'
 
 /** A time in a query (ISO 8601 with a zone); year 0000 passes the format but not PostgreSQL. */
@@ -47,7 +47,7 @@ const DAY_MS = 86_400_000
 
 const AggregateQuery = Type.Object({
   field: Type.String({ pattern: FIELD_PATH.source, maxLength: 520, description: 'the numeric field: a dot path into the reading (`temp`, `env.temp`, `sensors.0.value`); each level letters, digits, _ and -, at most 8 levels', examples: ['env.temp'] }),
-  bucket: Type.Union(Object.keys(BUCKET_SECONDS).map((b) => Type.Literal(b)), { default: '1m', description: 'bucket width; buckets start on whole UTC minutes, hours and days' }),
+  bucket: literals(Object.keys(BUCKET_SECONDS), { default: '1m', description: 'bucket width; buckets start on whole UTC minutes, hours and days' }),
   from: Type.Optional(Type.String({ format: 'date-time', pattern: '^(?!0000)', description: 'ISO 8601 with a time zone, inclusive; default: `to` minus 24 hours' })),
   to: Type.Optional(Type.String({ format: 'date-time', pattern: '^(?!0000)', description: 'ISO 8601 with a time zone, exclusive; default: now' }))
 }, { additionalProperties: false })

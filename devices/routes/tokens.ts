@@ -1,7 +1,7 @@
 // /v1/tokens: operator API tokens (issue 3), admin scope only. A token's
 // value is shown once, when it is created (devices/token-store.ts).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { Type } from '@sinclair/typebox'
+import { Type } from 'typebox'
 import type pg from 'pg'
 import { withChanges } from '../change-recorder.js'
 import type { EventHub } from '../fleet-events.js'
