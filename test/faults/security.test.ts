@@ -27,19 +27,28 @@ test('SQL meta-characters in names, labels and payloads are stored literally', a
 test('the secret check takes the same time whether almost all or none of the secret is right', (t) => {
   const secret = generateSecret()
   const stored = hashSecret(secret)
-  const almost = secret.slice(0, -1) + (secret.endsWith('A') ? 'B' : 'A')
-  const none = 'z'.repeat(secret.length)
+  // Both guesses as flat strings made the same way: a string built by
+  // concatenation (a rope) or by repeat() is encoded at its own speed, which
+  // on Node 22 alone made the two differ by 25% (nothing to do with the secret).
+  const flat = (s: string) => Buffer.from(s, 'utf8').toString('utf8')
+  const almost = flat(secret.slice(0, -1) + (secret.endsWith('A') ? 'B' : 'A'))
+  const none = flat('z'.repeat(secret.length))
   const time = (guess: string) => {
     const t0 = process.hrtime.bigint()
     for (let i = 0; i < 5000; i++) verifySecret(guess, stored)
     return Number(process.hrtime.bigint() - t0)
   }
   for (let i = 0; i < 3; i++) { time(almost); time(none) } // warm up
-  const ratios: number[] = []
-  for (let i = 0; i < 15; i++) ratios.push(time(almost) / time(none))
-  ratios.sort((a, b) => a - b)
-  const median = ratios[7]!
-  t.true(median > 0.8 && median < 1.25, `median time ratio almost-right / all-wrong = ${median.toFixed(3)}`)
+  // The fastest of 15 rounds of each, taken alternately: other processes
+  // sharing the cores (the rest of the suite) only ever add time, so the
+  // minimum is what the check itself costs.
+  let bestAlmost = Infinity
+  let bestNone = Infinity
+  for (let i = 0; i < 15; i++) {
+    if (i % 2 === 0) { bestAlmost = Math.min(bestAlmost, time(almost)); bestNone = Math.min(bestNone, time(none)) } else { bestNone = Math.min(bestNone, time(none)); bestAlmost = Math.min(bestAlmost, time(almost)) }
+  }
+  const ratio = bestAlmost / bestNone
+  t.true(ratio > 0.8 && ratio < 1.25, `time ratio almost-right / all-wrong (fastest of 15 each) = ${ratio.toFixed(3)}`)
   t.true(verifySecret(secret, stored))
   t.false(verifySecret(almost, stored))
 })
