@@ -137,11 +137,14 @@ async function runScenario (opts: {
     rampPerSecond: 2000 / WORKERS,
     churnPerMinute: 0,
     seed: w + 1,
-    recordAcks: false
+    recordAcks: false,
+    holdLoad: true
   }))
   const started = Date.now()
   const fleets = forkFleets(specs)
   const ready = await fleets.settled()
+  // The whole fleet is connected (or gave up) before anyone publishes.
+  fleets.release()
   await sleep(WARMUP_S * 1000)
   const rows0 = opts.countRows ? await opts.countRows() : 0
   const cpu0 = await cpuSeconds(opts.broker.pid)

@@ -16,6 +16,7 @@ import { startFleet, mergeReadiness, mergeReports, type FleetReport, type FleetS
 type ToChild =
   | { type: 'start', spec: FleetSpec }
   | { type: 'measure' }
+  | { type: 'release' }
   | { type: 'report' }
   | { type: 'stop', drainMs: number }
 
@@ -35,6 +36,8 @@ export interface FleetProcesses {
   /** The latest tick of each process (those that sent one). */
   ticks (): ProcessTick[]
   /** Starts a measurement window in every process. */
+  /** Specs with holdLoad: every fleet starts publishing (call once all have settled). */
+  release (): void
   measure (): void
   /** What every process measured so far, merged. */
   report (): Promise<ProcessesReport>
@@ -98,6 +101,7 @@ export function forkFleets (specs: FleetSpec[], hooks: FleetProcessHooks = {}): 
       return mergeReadiness(all)
     },
     ticks: () => children.flatMap((c) => c.tick ? [c.tick] : []),
+    release () { for (const c of children) c.proc.send({ type: 'release' } satisfies ToChild) },
     measure () { for (const c of children) c.proc.send({ type: 'measure' } satisfies ToChild) },
     async report () {
       return merged(await Promise.all(children.map((c) => ask(c, 'report', { type: 'report' }))))
@@ -129,6 +133,7 @@ function runChild () {
     void fleet.settled().then((readiness) => send({ type: 'settled', readiness }))
     process.on('message', (m: ToChild) => {
       if (m.type === 'measure') fleet.measure()
+      else if (m.type === 'release') fleet.release()
       else if (m.type === 'report') send({ type: 'report', report: fleet.report(), cpuSeconds: cpuSeconds() })
       else if (m.type === 'stop') {
         clearInterval(ticker)

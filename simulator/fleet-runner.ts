@@ -34,6 +34,13 @@ export interface FleetSpec {
   seed: number
   /** Keep every acknowledged reading's sequence number per device (for --verify). */
   recordAcks: boolean
+  /**
+   * Benchmarks (window and rate loads): connect, but publish nothing until
+   * release() — once every fleet has settled, so that devices connecting
+   * late do not meet a broker already saturated by the early ones (they
+   * timed out and gave up, and the run measured part of the fleet).
+   */
+  holdLoad?: boolean
 }
 
 /** In-process extras that cannot cross to a child process. */
@@ -93,6 +100,8 @@ export interface Fleet {
   readiness (): Readiness
   tick (): FleetTick
   /** Starts the measurement again: counters, PUBACK histogram and errors from zero. */
+  /** With spec.holdLoad: starts publishing. */
+  release (): void
   measure (): void
   report (): FleetReport
   /**
@@ -106,7 +115,8 @@ export interface Fleet {
 export function startFleet (spec: FleetSpec, hooks: FleetHooks = {}): Fleet {
   const { load } = spec
   const random = seededRandom(spec.seed)
-  let publishing = true
+  // Interval loads start on their own schedule: holdLoad is for window/rate.
+  let publishing = !(spec.holdLoad === true && load.kind !== 'interval')
   let windingDown = false
   let sent = 0; let acked = 0; let dropped = 0
   let errors: Record<string, number> = {}
@@ -266,6 +276,12 @@ export function startFleet (spec: FleetSpec, hooks: FleetHooks = {}): Fleet {
       const t: FleetTick = { connected, connecting, sent, acked, errors: { ...errors }, p50Ms: percentileMs(tickHist, 50), p99Ms: percentileMs(tickHist, 99) }
       tickHist = latencyHistogram()
       return t
+    },
+    release () {
+      if (publishing || windingDown) return
+      publishing = true
+      lastCredit = Date.now()
+      for (const d of devices) if (d.connected) fillWindow(d)
     },
     measure () {
       sent = 0; acked = 0; dropped = 0; errors = {}
