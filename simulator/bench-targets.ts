@@ -17,6 +17,9 @@ export interface IngestRow {
   brokerCpuPercent: number
   /** bench-ingest: broker CPU µs per stored reading (fleetgate) or per acknowledged message (baselines). */
   brokerCpuUsPerMessage?: number
+  connected?: number
+  heapUsedMaxMb?: number
+  externalMaxMb?: number
 }
 interface CpuPair { label: string, plainUs: number, fleetgateUs: number, ratio: number }
 export interface IngestResults { results: IngestRow[], cpu?: { saturation: CpuPair, fixedRate: CpuPair } }
@@ -130,6 +133,27 @@ function target3 (l: LatencyResults | undefined): string[] {
 
 function target4 (ingest: IngestResults | undefined): string[] {
   const head = ['### Target 4. Memory bounded at any window: RSS at window 256 ≤ 1.25× RSS at window 64, same stored rate', '']
+  // bench-ingest's memory runs: each window on a fresh broker process.
+  const fresh = (ingest?.results ?? []).filter((r) => r.name.startsWith('memory: fleetgate, window'))
+  if (fresh.length === 2) {
+    const [low, high] = fresh as [IngestRow, IngestRow]
+    const w = (r: IngestRow) => /window (\d+)/.exec(r.name)?.[1]
+    const ratio = r2(high.brokerRssMaxMb / Math.max(1, low.brokerRssMaxMb))
+    const rate = r2((high.storedPerSecond ?? 0) / Math.max(1, low.storedPerSecond ?? 0))
+    const row = (r: IngestRow, label: string) => `| ${label} | ${r.connected ?? '—'} | ${r.brokerRssMaxMb} MB | ${r.heapUsedMaxMb ?? '—'} MB | ${r.externalMaxMb ?? '—'} MB | ${fmt(r.storedPerSecond)} | ${r.p99Ms} ms |`
+    return [
+      ...head,
+      'Each window on a fresh broker process (RSS does not shrink back after a run); heap and memory outside it from the broker\'s `/metrics`.',
+      '',
+      '| window | devices connected | broker RSS max | V8 heap used max | outside the heap max | stored/s | PUBACK p99 |',
+      '|---:|---:|---:|---:|---:|---:|---:|',
+      row(low, `${w(low)} (baseline)`),
+      row(high, `${w(high)}`),
+      '',
+      `RSS ratio **${ratio}** (goal ≤ 1.25) ${mark(ratio <= 1.25)}; stored/s ratio ${rate} (goal: the same, ≥ 0.95) ${mark(rate >= 0.95)}.`,
+      ''
+    ]
+  }
   const over = ingest?.results.find((r) => r.name.startsWith('fleetgate overload, window'))
   const overWindow = over ? Number(/window (\d+)/.exec(over.name)?.[1]) : NaN
   const deep = ingest?.results.find((r) => r.name === `fleetgate, window ${overWindow / 4}`)
