@@ -49,12 +49,14 @@ export function svgLatency (title: string, series: LatencySeries[]): string {
   }
   const lines = shown.map((s, i) => {
     const color = COLORS[i % COLORS.length]!
+    // Past the palette, the colours come again dashed (the legend shows which).
+    const dash = i >= COLORS.length ? ' stroke-dasharray="6 3"' : ''
     const pts = s.points.map((pt) => `${x(pt.p).toFixed(1)},${y(pt.ms).toFixed(1)}`).join(' ')
     const p99 = s.points.find((pt) => pt.p === 99)
     const ly = top + 8 + i * 22
-    return `<polyline points="${pts}" fill="none" stroke="${color}" stroke-width="2"/>` +
+    return `<polyline points="${pts}" fill="none" stroke="${color}" stroke-width="2"${dash}/>` +
       s.points.map((pt) => `<circle cx="${x(pt.p).toFixed(1)}" cy="${y(pt.ms).toFixed(1)}" r="2.5" fill="${color}"/>`).join('') +
-      `<rect x="${legendX}" y="${ly - 9}" width="14" height="4" fill="${color}"/><text x="${legendX + 20}" y="${ly}" font-size="12">${escapeXml(s.label)}${p99 ? ` (p99 ${Math.round(p99.ms * 10) / 10} ms)` : ''}</text>`
+      `<line x1="${legendX}" y1="${ly - 5}" x2="${legendX + 16}" y2="${ly - 5}" stroke="${color}" stroke-width="3"${dash}/><text x="${legendX + 20}" y="${ly}" font-size="12">${escapeXml(s.label)}${p99 ? ` (p99 ${Math.round(p99.ms * 10) / 10} ms)` : ''}</text>`
   }).join('\n')
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n<text x="10" y="24" font-size="16" font-weight="bold">${escapeXml(title)}</text>\n` +
     `${grid.join('\n')}\n<rect x="${left}" y="${top}" width="${plotW}" height="${plotH}" fill="none" stroke="#888"/>\n` +

@@ -250,7 +250,7 @@ async function main () {
     const lines = [
       '# Benchmarks',
       '',
-      `Latest run: ${new Date().toISOString()} — \`npm run bench\` (everything on one machine: ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node.js ${process.version}; PostgreSQL embedded with fsync on; broker, database and load generator share the cores).`,
+      `Latest run: ${new Date().toISOString()} — \`npm run bench${ONLY ? ` -- --only ${[...ONLY].join(',')}` : ''}\` (everything on one machine: ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${Math.round(totalmem() / 2 ** 30)} GiB, Node.js ${process.version}; PostgreSQL embedded with fsync on; broker, database and load generator share the cores).${ONLY ? ' The scenarios not named there are reported from their last result files (each section says what it ran).' : ''}`,
       '',
       '## 1. Ingest (QoS 1, 1,000 devices)',
       '',
