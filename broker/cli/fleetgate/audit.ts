@@ -1,10 +1,10 @@
 // `fleetgate audit ls`: who changed what, newest first (GET /v1/audit, admin).
 import type { Command } from 'commander'
 import { allPages } from './api-client.js'
-import { integer, timeOption } from './args.js'
+import { timeOption } from './args.js'
 import { createContext } from './context.js'
 import { isoSeconds, jsonText, type Column } from './output.js'
-import { MAX_LIMIT } from './limits.js'
+import { pageOptions } from './limits.js'
 
 interface AuditEntry {
   id: string | number
@@ -44,7 +44,7 @@ export function registerAudit (program: Command): void {
   const audit = program.command('audit')
     .description('The audit trail: every change made through the API, by whom (admin token)')
     .addHelpText('after', '\nExample:\n  $ fleetgate audit ls --action device.delete --from 7d')
-  audit.command('ls')
+  pageOptions(audit.command('ls')
     .alias('list')
     .description('List audit entries, newest first')
     .option('--actor <tokenId>', 'only changes made with this token id')
@@ -52,10 +52,7 @@ export function registerAudit (program: Command): void {
     .option('--target-type <type>', 'only targets of this type: device, rollout, command, token')
     .option('--target <id>', 'only this target id (e.g. a device id)')
     .option('--from <time>', 'at or after: ISO 8601 or a duration back from now (15m, 2h, 7d)', timeOption('--from'))
-    .option('--to <time>', 'before (same forms)', timeOption('--to'))
-    .option('--limit <n>', `per page (1–${MAX_LIMIT})`, integer('--limit', 1, MAX_LIMIT), 50)
-    .option('--cursor <cursor>', 'the page after this cursor')
-    .option('--all', 'every page')
+    .option('--to <time>', 'before (same forms)', timeOption('--to')), { defaultLimit: 50 })
     .addHelpText('after', `
 Examples:
   $ fleetgate audit ls

@@ -7,7 +7,7 @@ import { integer, oneOf, parseJsonObject } from './args.js'
 import { createContext, type Context } from './context.js'
 import { CliError } from './exit-codes.js'
 import { jsonText, relativeTime, type Column } from './output.js'
-import { MAX_LIMIT } from './limits.js'
+import { pageOptions } from './limits.js'
 
 interface CommandT {
   id: string
@@ -130,13 +130,11 @@ Examples:
       finish(ctx, await waitFor(ctx.api, id, opts.wait === true ? 60 : opts.wait))
     })
 
-  commands.command('ls')
+  pageOptions(commands.command('ls')
     .alias('list')
     .description('A device\'s commands, oldest first')
     .argument('<device>', 'device id')
-    .option('--status <status>', `only commands in this status: ${STATUSES.join(', ')}`, oneOf('--status', STATUSES))
-    .option('--limit <n>', `commands per page (1–${MAX_LIMIT})`, integer('--limit', 1, MAX_LIMIT), 100)
-    .option('--all', 'every page')
+    .option('--status <status>', `only commands in this status: ${STATUSES.join(', ')}`, oneOf('--status', STATUSES)), { noun: 'commands', defaultLimit: 100, cursor: false })
     .addHelpText('after', '\nExample:\n  $ fleetgate commands ls sensor-1 --status sent')
     .action(async (device: string, opts: { status?: string, limit: number, all?: boolean }, cmd: Command) => {
       const ctx = createContext(cmd)

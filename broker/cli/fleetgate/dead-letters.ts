@@ -2,10 +2,10 @@
 // as telemetry, with their reason (GET /v1/dead-letters).
 import type { Command } from 'commander'
 import { allPages } from './api-client.js'
-import { integer, timeOption } from './args.js'
+import { timeOption } from './args.js'
 import { createContext } from './context.js'
 import { relativeTime, truncate, type Column } from './output.js'
-import { MAX_LIMIT } from './limits.js'
+import { pageOptions } from './limits.js'
 
 interface DeadLetter { id: string | number, deviceId: string | null, topic: string, reason: string, detail: string | null, receivedAt: string, payloadBase64: string }
 
@@ -29,16 +29,13 @@ export function registerDeadLetters (program: Command): void {
   const dl = program.command('dead-letters')
     .description('Messages kept with the reason they were not stored')
     .addHelpText('after', '\nExample:\n  $ fleetgate dead-letters ls --reason invalid_json --from 1h')
-  dl.command('ls')
+  pageOptions(dl.command('ls')
     .alias('list')
     .description('List dead letters, newest first, with counts per reason')
     .option('-d, --device <id>', 'only this device')
     .option('--reason <reason>', 'only this reason, e.g. invalid_json, ts_out_of_window')
     .option('--from <time>', 'received at or after: ISO 8601 or a duration back from now (15m, 2h, 7d)', timeOption('--from'))
-    .option('--to <time>', 'received before (same forms)', timeOption('--to'))
-    .option('--limit <n>', `per page (1–${MAX_LIMIT})`, integer('--limit', 1, MAX_LIMIT), 50)
-    .option('--cursor <cursor>', 'the page after this cursor')
-    .option('--all', 'every page')
+    .option('--to <time>', 'received before (same forms)', timeOption('--to')), { defaultLimit: 50 })
     .addHelpText('after', `
 Table output ends with the counts per reason (of the whole filter, not only
 this page). json prints the API's page, payloads in base64 (payloadBase64).

@@ -8,7 +8,7 @@ import { confirm } from './confirm.js'
 import { createContext, type Context } from './context.js'
 import { CliError, UsageError } from './exit-codes.js'
 import { labelsText, relativeTime, type Column } from './output.js'
-import { MAX_LIMIT } from './limits.js'
+import { MAX_LIMIT, pageOptions } from './limits.js'
 
 export interface Device {
   id: string
@@ -117,17 +117,14 @@ Examples:
   $ fleetgate devices ls --selector site=berlin --online
   $ fleetgate devices disable --selector site=berlin,tier=edge`)
 
-  devices.command('ls')
+  pageOptions(devices.command('ls')
     .alias('list')
     .description('List devices (GET /v1/devices), ordered by id')
     .option('-l, --selector <selector>', 'label selector, e.g. site=berlin,tier=edge')
     .option('--online', 'only connected devices')
     .option('--offline', 'only devices not connected')
     .option('--config-state <state>', `only devices whose config is ${CONFIG_STATES.join('|')}`, oneOf('--config-state', CONFIG_STATES))
-    .option('--id-prefix <prefix>', 'only ids starting with this')
-    .option('--limit <n>', `devices per page (1–${MAX_LIMIT})`, integer('--limit', 1, MAX_LIMIT), 100)
-    .option('--cursor <cursor>', 'the page after this cursor (printed after a full page)')
-    .option('--all', 'every page, not only the first')
+    .option('--id-prefix <prefix>', 'only ids starting with this'), { noun: 'devices', defaultLimit: 100, cursor: 'the page after this cursor (printed after a full page)', all: 'every page, not only the first' })
     .addHelpText('after', `
 Examples:
   $ fleetgate devices ls

@@ -10,7 +10,7 @@ import { createContext, untilInterrupted, type Context } from './context.js'
 import { followEvents } from './events.js'
 import { CliError, UsageError } from './exit-codes.js'
 import { jsonText, labelsText, relativeTime, type Column } from './output.js'
-import { MAX_LIMIT } from './limits.js'
+import { pageOptions } from './limits.js'
 
 interface Counts { targeted: number, pending: number, pushed?: number, inSync?: number, delivered?: number, applied?: number, failed?: number, expired?: number }
 interface Rollout {
@@ -135,13 +135,10 @@ Examples:
   $ fleetgate rollouts ls --status running
   $ fleetgate rollouts pause 3f2a…`)
 
-  rollouts.command('ls')
+  pageOptions(rollouts.command('ls')
     .alias('list')
     .description('List rollouts, newest first')
-    .option('--status <status>', `only rollouts in this status: ${STATUSES.join(', ')}`, oneOf('--status', STATUSES))
-    .option('--limit <n>', `rollouts per page (1–${MAX_LIMIT})`, integer('--limit', 1, MAX_LIMIT), 50)
-    .option('--cursor <cursor>', 'the page after this cursor')
-    .option('--all', 'every page')
+    .option('--status <status>', `only rollouts in this status: ${STATUSES.join(', ')}`, oneOf('--status', STATUSES)), { noun: 'rollouts', defaultLimit: 50 })
     .addHelpText('after', '\nExample:\n  $ fleetgate rollouts ls --status paused')
     .action(async (opts: { status?: string, limit: number, cursor?: string, all?: boolean }, cmd: Command) => {
       const ctx = createContext(cmd)

@@ -2,12 +2,12 @@
 // and a live tail of new ones (the event stream, kinds=telemetry).
 import type { Command } from 'commander'
 import { allPages } from './api-client.js'
-import { integer, oneOf, parseSelector, timeOption } from './args.js'
+import { oneOf, parseSelector, timeOption } from './args.js'
 import { createContext } from './context.js'
 import { streamToOutput, type FleetEvent } from './events.js'
 import { UsageError } from './exit-codes.js'
 import { isoSeconds, jsonText, truncate, type Column } from './output.js'
-import { MAX_LIMIT } from './limits.js'
+import { pageOptions } from './limits.js'
 
 interface Reading { ts: string, receivedAt: string, payload: unknown }
 
@@ -39,14 +39,11 @@ Examples:
   $ fleetgate telemetry aggregate sensor-1 --field temp --bucket 1h
   $ fleetgate telemetry tail sensor-1 sensor-2`)
 
-  telemetry.command('get')
+  pageOptions(telemetry.command('get')
     .description('A device\'s stored readings in time order')
     .argument('<device>', 'device id')
     .option('--from <time>', 'from this time, inclusive: ISO 8601 or a duration back from now (15m, 2h, 7d)', timeOption('--from'), undefined)
-    .option('--to <time>', 'up to this time, exclusive (same forms)', timeOption('--to'))
-    .option('--limit <n>', `readings per page (1–${MAX_LIMIT})`, integer('--limit', 1, MAX_LIMIT), 100)
-    .option('--cursor <cursor>', 'the page after this cursor')
-    .option('--all', 'every page')
+    .option('--to <time>', 'up to this time, exclusive (same forms)', timeOption('--to')), { noun: 'readings', defaultLimit: 100 })
     .addHelpText('after', `
 Without --from: the last hour. With -o json the API's page is printed
 unchanged, so numbers keep every digit.
