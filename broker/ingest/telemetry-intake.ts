@@ -98,9 +98,23 @@ class TelemetryEntry {
       this.ctx.metrics.pubackLatency.observe((Date.now() - this.receivedAt) / 1000)
       if (!this.qos0) this.callerDone(null, this.outcome)
     } catch (caught) {
-      if (!this.ctx.fail) throw caught
-      this.ctx.fail(this.owner, caught)
+      this.contain(caught)
     }
+  }
+
+  /** QoS 0: in the queue, so its publisher is released (nothing to acknowledge). */
+  admit (): void {
+    this.admitted = true
+    try {
+      this.callerDone(null, this.outcome)
+    } catch (caught) {
+      this.contain(caught)
+    }
+  }
+
+  private contain (caught: unknown): void {
+    if (!this.ctx.fail) throw caught
+    this.ctx.fail(this.owner, caught)
   }
 }
 
@@ -154,12 +168,7 @@ export function createTelemetryIntake (opts: TelemetryIntakeOptions): TelemetryI
       const { rows, deadLetter } = rowsOf(deviceId, payload, receivedAt)
       const qos0 = qos === 0
       const entry = new TelemetryEntry(ctx, rows, payload.length, owner, receivedAt, qos0, deadLetter ? { deadLetter } : STORED, done)
-      const accepted = queue.push(entry, qos0
-        ? () => {
-            entry.admitted = true
-            try { done(null, entry.outcome) } catch (err) { if (!opts.fail) throw err; opts.fail(owner, err) }
-          }
-        : undefined)
+      const accepted = queue.push(entry, qos0 ? () => entry.admit() : undefined)
       if (!accepted) {
         metrics.refused.inc({ reason: 'draining' })
         done(new Error('server is shutting down'))
