@@ -114,6 +114,12 @@ async function histogramTotals (metricsUrl: string | undefined): Promise<Record<
   return out
 }
 
+/** Mean of f over the runs whose name starts with `prefix` (the A and B runs of an ABBA pair), to 0.1. */
+function meanOf (runs: ScenarioResult[], prefix: string, f: (r: ScenarioResult) => number): number {
+  const mine = runs.filter((r) => r.name.startsWith(prefix))
+  return Math.round(mine.reduce((a, r) => a + f(r), 0) / mine.length * 10) / 10
+}
+
 const perMessageUs = (cpuSeconds: number, messages: number) => messages > 0 ? Math.round(cpuSeconds / messages * 1e7) / 10 : 0
 
 async function runScenario (opts: {
@@ -272,10 +278,7 @@ async function main () {
         runs.push(await runScenario({ ...common, name: `fleetgate ${v === 5 ? 'MQTT 5' : 'MQTT 3.1.1'}, window ${WINDOW} (${i + 1}/4)`, window: WINDOW, ratePerSecond: 0, protocolVersion: v }))
       }
       results.push(...runs)
-      const mean = (v: string, f: (r: ScenarioResult) => number) => {
-        const mine = runs.filter((r) => r.name.startsWith(`fleetgate ${v},`))
-        return Math.round(mine.reduce((a, r) => a + f(r), 0) / mine.length * 10) / 10
-      }
+      const mean = (v: string, f: (r: ScenarioResult) => number) => meanOf(runs, `fleetgate ${v},`, f)
       const of = (v: string) => ({ stored: mean(v, (r) => r.storedPerSecond ?? 0), p50: mean(v, (r) => r.p50Ms), p99: mean(v, (r) => r.p99Ms) })
       const v4 = of('MQTT 3.1.1'); const v5 = of('MQTT 5')
       const ratio = v4.stored > 0 ? Math.round(v5.stored / v4.stored * 100) / 100 : 0
@@ -301,10 +304,7 @@ async function main () {
             : await runScenario({ ...common, name, window, ratePerSecond: rate }))
         }
         results.push(...runs)
-        const meanUs = (prefix: string) => {
-          const mine = runs.filter((r) => r.name.startsWith(prefix))
-          return Math.round(mine.reduce((a, r) => a + r.brokerCpuUsPerMessage, 0) / mine.length * 10) / 10
-        }
+        const meanUs = (prefix: string) => meanOf(runs, prefix, (r) => r.brokerCpuUsPerMessage)
         const plainUs = meanUs('cpu: plain aedes'); const fleetgateUs = meanUs('cpu: fleetgate')
         return { label, plainUs, fleetgateUs, ratio: plainUs > 0 ? Math.round(fleetgateUs / plainUs * 100) / 100 : 0 }
       }
