@@ -78,7 +78,7 @@ export interface EventStream {
   send (e: FleetEvent): void
   /** Live events are held (in order, bounded: stored ones beyond the bound are counted in passedOver, others dropped) until release(). */
   hold (): void
-  /** Sends the held events that `skip` does not reject (those the replay already sent), then goes live. */
+  /** Sends the held events that `skip` does not reject (those the replay already sent), then goes live, still skipping those (a late live copy). */
   release (skip: (e: FleetEvent) => boolean): void
   readonly closed: boolean
   /** Stored events not held because the hold was full (the replay must cover them). */
@@ -101,6 +101,10 @@ export function createEventStream (opts: EventStreamOptions): EventStream {
   let scheduled = false
   let closed = false
   let held: FleetEvent[] | undefined
+  // After a resume: the live copy of an event the replay already sent can
+  // arrive after release() (events are published after COMMIT, so the
+  // replay may read one before its live copy comes): still skipped.
+  let alreadySent: ((e: FleetEvent) => boolean) | undefined
   let passedOver = 0
   const closers: Array<() => void> = []
   const drainWaiters: Array<() => void> = []
@@ -201,6 +205,7 @@ export function createEventStream (opts: EventStreamOptions): EventStream {
         else drop()
         return
       }
+      if (alreadySent !== undefined && e.id !== undefined && alreadySent(e)) return
       enqueue(frameOf(e))
     },
     send (e) { enqueue(frameOf(e)) },
@@ -209,6 +214,7 @@ export function createEventStream (opts: EventStreamOptions): EventStream {
     release (skip) {
       const h = held
       held = undefined
+      alreadySent = skip
       if (!h) return
       for (const e of h) if (!skip(e)) enqueue(frameOf(e))
     },
