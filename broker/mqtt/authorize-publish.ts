@@ -61,7 +61,6 @@ export interface AuthorizePublishDeps {
 export function createAuthorizePublish (deps: AuthorizePublishDeps) {
   const { metrics, log, guard, exactlyOnce, presence, limits: lim } = deps
   const budgets = new WeakMap<FleetClient, PublishBudget>()
-  const qos1InFlight = new WeakMap<FleetClient, number>()
 
   // The busiest function of the broker: a try/catch of its own rather than
   // guard.run(), which would cost a closure per message.
@@ -127,11 +126,12 @@ export function createAuthorizePublish (deps: AuthorizePublishDeps) {
     const repeat = packet.qos === 2 && packet.messageId !== undefined && exactlyOnce.knows(client, packet.messageId)
     if (repeat) return true
     const v5 = client.fgProtocol === 5
-    const inFlight = exactlyOnce.awaiting(client) + (v5 ? qos1InFlight.get(client) ?? 0 : 0)
+    const qos1 = v5 ? client.fgQos1InFlight ?? 0 : 0
+    const inFlight = exactlyOnce.awaiting(client) + qos1
     if (inFlight < deps.receiveMaximum || (!v5 && packet.qos === 1)) {
-      if (packet.qos === 1 && v5) {
-        qos1InFlight.set(client, (qos1InFlight.get(client) ?? 0) + 1)
-      }
+      // A field on the client rather than a WeakMap: this runs for every
+      // v5 QoS 1 message (issue 12's v5/3.1.1 cost).
+      if (packet.qos === 1 && v5) client.fgQos1InFlight = qos1 + 1
       return true
     }
     metrics.protocolViolations.inc({ rule: 'receive_maximum_exceeded' })
@@ -141,19 +141,26 @@ export function createAuthorizePublish (deps: AuthorizePublishDeps) {
     return false
   }
 
+  /** A v5 QoS 1 PUBLISH is answered: it leaves the inbound window. */
+  function leaveWindow (client: FleetClient, packet: PublishPacket) {
+    if (packet.qos === 1 && client.fgProtocol === 5) client.fgQos1InFlight = (client.fgQos1InFlight ?? 1) - 1
+  }
+
   function answered (client: FleetClient, packet: PublishPacket, done: Done): Done {
     if (packet.qos !== 1 || client.fgProtocol !== 5) return done
     return (err) => {
-      qos1InFlight.set(client, (qos1InFlight.get(client) ?? 1) - 1)
+      leaveWindow(client, packet)
       done(err)
     }
   }
 
   const countDuplicate = () => metrics.duplicatesIgnored.inc()
   function accept (client: FleetClient, deviceId: string, dest: DeviceTopic, packet: PublishPacket, done: Done) {
-    // Only QoS 2 needs the exactly-once bookkeeping (and its closures).
-    if (packet.qos !== 2) return store(client, deviceId, dest, packet, answered(client, packet, done))
-    exactlyOnce.run(client, packet, (stored) => store(client, deviceId, dest, packet, stored), answered(client, packet, done), countDuplicate)
+    // Telemetry leaves the window in store()'s own callback, with no wrapper
+    // per message; only QoS 2 needs the exactly-once bookkeeping (and its
+    // closures).
+    if (packet.qos !== 2) return store(client, deviceId, dest, packet, dest.kind === 'telemetry' ? done : answered(client, packet, done))
+    exactlyOnce.run(client, packet, (stored) => store(client, deviceId, dest, packet, stored), done, countDuplicate)
   }
 
   function store (client: FleetClient, deviceId: string, dest: DeviceTopic, packet: PublishPacket, done: (err?: Error | null, release?: boolean) => void) {
@@ -167,6 +174,7 @@ export function createAuthorizePublish (deps: AuthorizePublishDeps) {
     const payload = packet.payload as Buffer
     if (kind === 'telemetry') {
       return deps.intake.take(deviceId, payload, packet.qos, client, (err, outcome) => {
+        leaveWindow(client, packet)
         if (err) return done(err)
         if (outcome?.deadLetter && client.fgProtocol === 5 && packet.qos > 0) {
           // Stored, as a dead letter: a v5 device learns its reading was not

@@ -22,6 +22,8 @@ export interface FleetClient extends Client {
   fgRemote?: string
   /** The listener it came in on. */
   fgListener?: Listener
+  /** MQTT 5 QoS 1 PUBLISHes accepted and not yet answered (its inbound Receive Maximum window). */
+  fgQos1InFlight?: number
   /** Names in a verified client certificate (CN and SANs). */
   fgCertNames?: string[]
 }
