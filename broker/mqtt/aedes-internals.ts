@@ -85,6 +85,8 @@ interface ClientInternals {
   _serverKeepAlive?: number
   /** Added by patches/aedes+2.0.0-beta.1.patch (outbound flow control). */
   _outbound?: { inflight: Set<number>, queue: unknown[] }
+  /** Added by the patch: the read loop is parsing a slice (readSliceBytes). */
+  _inBatch?: boolean
   disconnect (opts?: DisconnectOptions, done?: () => void): void
   close (done?: () => void): void
 }
@@ -96,6 +98,8 @@ interface BrokerInternals {
   publish: RuntimePublish
   clearSessionExpiry (clientId: string): void
   clearDelayedWill (clientId: string): void
+  /** Read by the patched read loop (patches/aedes+2.0.0-beta.1.patch): at most this many bytes of a socket parsed at once; 0 = all that is buffered. */
+  readSliceBytes?: (client: Client) => number
 }
 
 const brokerOf = (aedes: Aedes) => aedes as unknown as BrokerInternals
@@ -140,6 +144,7 @@ export function missingInternals (aedes: Aedes, client?: Client): string[] {
     if (!('req' in c)) problems.push('client.req: expected the property (undefined outside WebSocket), found none')
     if (!('disconnectReasonCode' in c)) problems.push('client.disconnectReasonCode: expected the property, found none')
     if ('_serverKeepAlive' in c) problems.push('client._serverKeepAlive: expected no value before CONNECT (server-keep-alive.ts sets it), found one')
+    if (typeof c._inBatch !== 'boolean') problems.push('client._inBatch: expected a boolean from patches/aedes+2.0.0-beta.1.patch (the sliced read loop), found ' + (c._inBatch === undefined ? 'none (the patch was not applied: run `npx patch-package`)' : typeof c._inBatch))
     const outbound = c._outbound as { inflight?: unknown, queue?: unknown } | undefined
     if (!(outbound?.inflight instanceof Set) || !Array.isArray(outbound.queue)) {
       problems.push('client._outbound: expected { inflight: Set, queue: [] } from patches/aedes+2.0.0-beta.1.patch, found ' + (outbound === undefined ? 'none (the patch was not applied: run `npx patch-package`)' : typeof outbound))
@@ -221,6 +226,14 @@ export function rewritePublish (aedes: Aedes, rewrite: (packet: PublishPacket) =
  */
 export function onPublishDiscarded (aedes: Aedes, fn: (client: Client, packet: PublishPacket, reason: 'packet_too_large' | 'queue_full') => void): void {
   aedes.on('publishDiscarded' as 'closed', fn as unknown as () => void)
+}
+
+/**
+ * How much of a socket aedes parses at once (the patched read loop): `slice`
+ * is asked before each read; 0 parses everything buffered, as stock aedes.
+ */
+export function sliceReads (aedes: Aedes, slice: (client: Client) => number): void {
+  brokerOf(aedes).readSliceBytes = slice
 }
 
 /** Cancels this broker's session-expiry and will-delay timers of a client id (its session was resumed elsewhere). */

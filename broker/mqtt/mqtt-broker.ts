@@ -29,7 +29,7 @@ import { createLogSampler } from './log-sampler.js'
 import { withTimeout } from '../with-timeout.js'
 import { markReplayed } from './connack-first.js'
 import { createAuthFailures, createConnectGate } from './connection-limits.js'
-import { assertInternals, clientsOf, hardenBroker, interceptPublish, rewritePublish } from './aedes-internals.js'
+import { assertInternals, clientsOf, hardenBroker, interceptPublish, rewritePublish, sliceReads } from './aedes-internals.js'
 import { withoutWillOnlyProperties } from './will-message.js'
 import { watchOutboundDiscards } from './outbound-limits.js'
 import { watchSessionExpiry } from './session-expiry.js'
@@ -131,6 +131,9 @@ export interface MqttBroker {
 // definitions declare it as a default export.
 const createMemoryPersistence = memoryPersistence as unknown as () => unknown
 
+/** Bytes of a socket parsed at once while the ingest queue is full (some 30–70 small PUBLISHes; a bigger packet is parsed across slices). */
+const READ_SLICE_WHEN_FULL = 4096
+
 export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBroker> {
   const { metrics, log, presence } = opts
   const lim = opts.limits
@@ -219,6 +222,13 @@ export async function startMqttBroker (opts: MqttBrokerOptions): Promise<MqttBro
   assertInternals(aedes)
   hardenBroker(aedes)
   rewritePublish(aedes, withoutWillOnlyProperties)
+  // While publishers wait for room in the ingest queue, a connection's socket
+  // is parsed a slice at a time instead of a whole read: aedes parses every
+  // packet of what it reads before answering any, so a device with 256
+  // small PUBLISHes in flight would otherwise have all of them held as
+  // parsed objects (~2.7 KB of heap each) while the queue is full (issue 15,
+  // target 4). The rest waits unread in the socket; TCP pushes back.
+  sliceReads(aedes, () => opts.queue.waiting > 0 ? READ_SLICE_WHEN_FULL : 0)
 
   // What devices publish (telemetry, reported config, command results) is
   // stored, never delivered: authorizeForward refuses it to every subscriber.
