@@ -23,6 +23,7 @@ import { startBenchEnvironment } from './broker-under-test.js'
 import { copyLine, copyLines } from './copy-subscriber.js'
 import { postmasterPid } from './process-stats.js'
 import { provisionDevices } from './provisioning.js'
+import { committedRows, verifyCommitted } from './committed-rows.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -121,10 +122,14 @@ async function main () {
     const counter = new pg.Client({ connectionString: env.databaseUrl })
     await counter.connect()
     const countRows = async () => Number((await counter.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n)
+    const storedRows = committedRows(fg.metricsUrl)
     const runs: GatewayRun[] = []
     for (const readings of READINGS) {
       await counter.query('TRUNCATE telemetry')
       console.error(`fleetgate, ${readings} readings per message …`)
+      // Stored rows per window from the broker's counter (committed-rows.ts),
+      // checked against the table once the load has stopped.
+      const verification = await verifyCommitted(countRows, storedRows)
       const result = await runLoad({
         name: `fleetgate, ${readings} readings/message, window ${windowFor(readings)}`,
         mqttUrl: fg.mqttUrl,
@@ -139,9 +144,12 @@ async function main () {
         processes: { broker: [fg.pid] },
         rssPid: fg.pid,
         postmaster,
-        countRows
+        countRows: storedRows
       })
       console.error(describe(result))
+      const committed = await verification.check()
+      console.error(`stored rows: the table gained ${committed.table}, the broker counted ${committed.counted} committed — ${committed.ok ? 'they agree' : 'THEY DISAGREE'}`)
+      if (!committed.ok) process.exitCode = 1
       const rawCopyByConnections: Record<string, number> = {}
       for (const n of COPY_CONNECTIONS) {
         await counter.query('TRUNCATE telemetry')

@@ -46,6 +46,7 @@ import type { FleetSpec } from './fleet-runner.js'
 import { TELEMETRY_ONLY, type DeviceProfile } from './virtual-device.js'
 import { maxMs, percentileMs } from './latency-histogram.js'
 import { provisionDevices } from './provisioning.js'
+import { committedRows, verifyCommitted } from './committed-rows.js'
 import { cpuDelta, cpuSeconds, postgresCpuSeconds, postmasterPid, rssMb } from './process-stats.js'
 
 const { values: args } = parseArgs({
@@ -146,13 +147,19 @@ async function runScenario (opts: {
     recordAcks: false,
     holdLoad: true
   }))
+  // fleetgate: stored rows per window from its committed-rows counter, not
+  // a count(*) that stalls the machine once the table is big
+  // (committed-rows.ts); the table is counted before and after the load,
+  // outside the window, to check the counter.
+  const storedRows = opts.metricsUrl && opts.countRows ? committedRows(opts.metricsUrl) : opts.countRows
+  const verification = opts.metricsUrl && opts.countRows ? await verifyCommitted(opts.countRows, storedRows!) : undefined
   const started = Date.now()
   const fleets = forkFleets(specs)
   const ready = await fleets.settled()
   // The whole fleet is connected (or gave up) before anyone publishes.
   fleets.release()
   await sleep(WARMUP_S * 1000)
-  const rows0 = opts.countRows ? await opts.countRows() : 0
+  const rows0 = storedRows ? await storedRows() : 0
   const cpu0 = await cpuSeconds(opts.broker.pid)
   const loadCpu0 = (await Promise.all(fleets.pids.map(cpuSeconds))).reduce((a, b) => a + b, 0)
   const db0 = opts.postmaster ? await postgresCpuSeconds(opts.postmaster) : new Map<string, number>()
@@ -186,7 +193,7 @@ async function runScenario (opts: {
   await sleep(opts.seconds * 1000)
   const report = await fleets.report()
   const elapsed = (Date.now() - t0) / 1000
-  const rows1 = opts.countRows ? await opts.countRows() : 0
+  const rows1 = storedRows ? await storedRows() : 0
   const cpu1 = await cpuSeconds(opts.broker.pid)
   const loadCpu1 = (await Promise.all(fleets.pids.map(cpuSeconds))).reduce((a, b) => a + b, 0)
   const db1 = opts.postmaster ? await postgresCpuSeconds(opts.postmaster) : new Map<string, number>()
@@ -195,6 +202,11 @@ async function runScenario (opts: {
   const batches = delta('fleetgate_ingest_batch_rows_count')
   clearInterval(sampler)
   await fleets.stop(0)
+  const committed = await verification?.check()
+  if (committed && !committed.ok) {
+    console.error(`${opts.name}: the table gained ${committed.table} rows, the broker counted ${committed.counted} committed — THEY DISAGREE`)
+    process.exitCode = 1
+  }
 
   const latency = report.puback
   return {

@@ -73,7 +73,7 @@ async function main () {
     // the table, which stalls everything on this machine once the table is
     // big (committed-rows.ts); checked against the table at the end.
     const countRows = committedRows(fg.metricsUrl)
-    const verification = await verifyCommitted(counter, countRows)
+    const verification = await verifyCommitted(async () => Number((await counter.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n), countRows)
     const common = { mqttUrl: fg.mqttUrl, devices, readingsPerMessage: 1, payloadBytes: PAYLOAD, warmupSeconds: WARMUP, seconds: SECONDS, workers: WORKERS, processes: { broker: [fg.pid] }, rssPid: fg.pid, postmaster, countRows }
 
     const saturation: LoadResult[] = []

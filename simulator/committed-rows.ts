@@ -10,7 +10,6 @@
 // broker about a millisecond. The table is still counted, once before and
 // once after the scenario, outside every measured window, to check the
 // counter against it (`verifyCommitted`).
-import type pg from 'pg'
 
 /** The broker's committed-rows counter. */
 export function committedRows (metricsUrl: string): () => Promise<number> {
@@ -33,12 +32,22 @@ export interface CommittedCheck {
   ok: boolean
 }
 
-/** Counts the table and reads the counter now; `check()` later compares both deltas. */
-export async function verifyCommitted (db: pg.Client, counter: () => Promise<number>): Promise<{ check: () => Promise<CommittedCheck> }> {
-  const tableRows = async () => Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n)
+/**
+ * Counts the table and reads the counter now; `check()`, once the load has
+ * stopped, waits for the counter to settle (the last batches commit) and
+ * compares both deltas.
+ */
+export async function verifyCommitted (tableRows: () => Promise<number>, counter: () => Promise<number>): Promise<{ check: () => Promise<CommittedCheck> }> {
   const [t0, c0] = [await tableRows(), await counter()]
   return {
     async check () {
+      let last = await counter()
+      for (let still = 0, tries = 0; still < 5 && tries < 150; tries++) {
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        const now = await counter()
+        still = now === last ? still + 1 : 0
+        last = now
+      }
       const table = (await tableRows()) - t0
       const counted = (await counter()) - c0
       // Readings a device retransmitted (QoS 1 after a reconnect) are in a
