@@ -85,14 +85,18 @@ test('CONNACK properties advertise the real limits', async (t) => {
   t.is(capped.properties.sessionExpiryInterval, 604_800)
 })
 
-test('telemetry PUBACK: 0x00 committed, 0x99 dead-lettered with the stable reason, 0x87 not authorized and the connection stays open', async (t) => {
+test('telemetry PUBACK: 0x00 committed (short form), 0x99 dead-lettered with the stable reason, 0x87 not authorized and the connection stays open', async (t) => {
   const dev = await device('v5-puback')
   const c = raw(broker.app.mqttPort)
   c.send(connectV5(dev.id, dev.secret))
   await waitFor(() => c.of('connack').length > 0, { what: 'CONNACK' })
   c.send({ cmd: 'publish', topic: `devices/${dev.id}/telemetry`, payload: Buffer.from(JSON.stringify({ ts: T0, v: 1 })), qos: 1, messageId: 1 })
   await waitFor(() => c.of('puback').some((p) => p.messageId === 1), { what: 'PUBACK 1' })
-  t.is(c.of('puback').find((p) => p.messageId === 1).reasonCode ?? 0, 0)
+  const ok = c.of('puback').find((p) => p.messageId === 1)
+  t.is(ok.reasonCode ?? 0, 0)
+  // Success without properties in its short form, as in 3.1.1: Reason Code
+  // 0x00 and Property Length omitted [MQTT-3.4.2-1] (aedes' beta sent both).
+  t.is(ok.length, 2, 'PUBACK 0x00 is 4 bytes: header, remaining length 2, packet id')
   t.is(await rows('telemetry', dev.id), 1, 'acknowledged = stored')
 
   c.send({ cmd: 'publish', topic: `devices/${dev.id}/telemetry`, payload: Buffer.from('{not json'), qos: 1, messageId: 2 })
