@@ -7,8 +7,10 @@
 // that does not fit waits in FIFO order; while it waits, its publisher's hook
 // has not returned, so aedes does not read more from that socket and TCP
 // pushes back to the device. What can wait is therefore bounded by the live
-// connections times one socket read; the waiters of a connection that closes
-// are removed (cancel()).
+// connections times what aedes parsed of one socket read — and while anyone
+// waits, aedes parses 4 KiB slices instead of whole reads (mqtt-broker.ts,
+// sliceReads), so about one slice's worth of PUBLISHes per connection; the
+// waiters of a connection that closes are removed (cancel()).
 
 export interface IngestEntry<Row> {
   rows: Row[]
