@@ -41,6 +41,7 @@ import mqemitterRedis from 'mqemitter-redis'
 import aedesPersistenceRedis from 'aedes-persistence-redis'
 import type { Logger } from '../logger.js'
 import { withTimeout } from '../with-timeout.js'
+import { backoffDelay } from '../backoff.js'
 import { DEVICES_PREFIX } from '../../devices/topics.js'
 
 export interface ClusterBackend {
@@ -69,9 +70,11 @@ export function isAbandonedRedisCommand (err: unknown): boolean {
 
 export function createClusterBackend (url: string, log: Logger): ClusterBackend {
   const common: RedisOptions = {
-    // Reconnect for ever, backing off to 2 s: Redis coming back must heal
-    // the replica without a restart.
-    retryStrategy: (attempt) => Math.min(100 * attempt, 2000),
+    // Reconnect for ever, backing off exponentially to 2 s with jitter (the
+    // same helper as cluster-events.ts), so that replicas that lost Redis
+    // together do not reconnect in step: Redis coming back must heal the
+    // replica without a restart.
+    retryStrategy: (attempt) => backoffDelay(attempt - 1, { baseMs: 100, maxMs: 2000, jitter: 'equal' }),
     // Commands issued while Redis is away wait for it instead of failing
     // after 20 reconnect attempts (ioredis' default): a failed SUBSCRIBE
     // would never be retried (the device's subscription silently lost), and
