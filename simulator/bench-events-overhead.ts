@@ -28,6 +28,7 @@ import { forkFleets } from './fleet-process.js'
 import type { FleetSpec } from './fleet-runner.js'
 import { TELEMETRY_ONLY, type DeviceProfile } from './virtual-device.js'
 import { provisionDevices } from './provisioning.js'
+import { tableRows } from './committed-rows.js'
 import { cpuSeconds } from './process-stats.js'
 
 const { values: args } = parseArgs({
@@ -93,7 +94,7 @@ async function main () {
     await counter.connect()
     // A stopped run (Ctrl-C, SIGTERM) stops PostgreSQL under this client: not a crash.
     counter.on('error', () => {})
-    const countRows = async () => Number((await counter.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n)
+    const countRows = tableRows(counter)
     const eventsUrl = `${broker.api.base}/v1/events`
 
     const runOnce = async (streams: number): Promise<Run> => {

@@ -23,7 +23,7 @@ import { startBenchEnvironment } from './broker-under-test.js'
 import { copyLine, copyLines } from './copy-subscriber.js'
 import { postmasterPid } from './process-stats.js'
 import { provisionDevices } from './provisioning.js'
-import { committedRows, verifyCommitted } from './committed-rows.js'
+import { committedLine, committedRows, tableRows, verifyCommitted } from './committed-rows.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -121,7 +121,7 @@ async function main () {
     const devices = await provisionDevices(fg.api, { count: DEVICES, idPrefix: 'gw' })
     const counter = new pg.Client({ connectionString: env.databaseUrl })
     await counter.connect()
-    const countRows = async () => Number((await counter.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n)
+    const countRows = tableRows(counter)
     const storedRows = committedRows(fg.metricsUrl)
     const runs: GatewayRun[] = []
     for (const readings of READINGS) {
@@ -148,7 +148,7 @@ async function main () {
       })
       console.error(describe(result))
       const committed = await verification.check()
-      console.error(`stored rows: the table gained ${committed.table}, the broker counted ${committed.counted} committed — ${committed.ok ? 'they agree' : 'THEY DISAGREE'}`)
+      console.error(`stored rows: ${committedLine(committed)}`)
       if (!committed.ok) process.exitCode = 1
       const rawCopyByConnections: Record<string, number> = {}
       for (const n of COPY_CONNECTIONS) {

@@ -46,7 +46,7 @@ import type { FleetSpec } from './fleet-runner.js'
 import { TELEMETRY_ONLY, type DeviceProfile } from './virtual-device.js'
 import { maxMs, percentileMs } from './latency-histogram.js'
 import { provisionDevices } from './provisioning.js'
-import { committedRows, verifyCommitted } from './committed-rows.js'
+import { committedLine, committedRows, tableRows, verifyCommitted } from './committed-rows.js'
 import { cpuDelta, cpuSeconds, postgresCpuSeconds, postmasterPid, rssMb } from './process-stats.js'
 
 const { values: args } = parseArgs({
@@ -204,7 +204,7 @@ async function runScenario (opts: {
   await fleets.stop(0)
   const committed = await verification?.check()
   if (committed && !committed.ok) {
-    console.error(`${opts.name}: the table gained ${committed.table} rows, the broker counted ${committed.counted} committed — THEY DISAGREE`)
+    console.error(`${opts.name}: ${committedLine(committed)}`)
     process.exitCode = 1
   }
 
@@ -279,7 +279,7 @@ async function main () {
     // Stopped with the benchmark's PostgreSQL on SIGINT/SIGTERM: not a crash.
     counter.on('error', () => {})
     await counter.connect()
-    const countRows = async () => Number((await counter.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n)
+    const countRows = tableRows(counter)
     const common = { broker, devices, countRows, metricsUrl: broker.metricsUrl, seconds: SECONDS, postmaster }
 
     // 5. MQTT 3.1.1 against MQTT 5 devices, ABBA.

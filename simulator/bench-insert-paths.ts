@@ -25,6 +25,7 @@ import { pino } from 'pino'
 import { createTelemetrySink, type ReadingRow } from '../broker/ingest/telemetry-sink.js'
 import { readingHash } from '../broker/ingest/telemetry-decoder.js'
 import { applyMigrationFiles, startBenchEnvironment } from './broker-under-test.js'
+import { tableRows } from './committed-rows.js'
 
 const BATCH = Number(process.argv[2] ?? 1000)
 const BATCHES = Number(process.argv[3] ?? 40)
@@ -73,7 +74,7 @@ try {
       if (round === 1) results[name] = rate
     }
   }
-  const stored = Number((await pool.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n)
+  const stored = await tableRows(pool)()
   if (stored !== BATCH * BATCHES) throw new Error(`the last path stored ${stored} rows of ${BATCH * BATCHES}`)
   await pool.end()
   const base = results.copy!

@@ -21,7 +21,7 @@ import { cpuMicrosPerRow, describe, runLoad, type LoadResult } from './bench-loa
 import { startBenchEnvironment } from './broker-under-test.js'
 import { postmasterPid } from './process-stats.js'
 import { provisionDevices } from './provisioning.js'
-import { committedRows, verifyCommitted } from './committed-rows.js'
+import { committedLine, committedRows, tableRows, verifyCommitted } from './committed-rows.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -73,7 +73,7 @@ async function main () {
     // the table, which stalls everything on this machine once the table is
     // big (committed-rows.ts); checked against the table at the end.
     const countRows = committedRows(fg.metricsUrl)
-    const verification = await verifyCommitted(async () => Number((await counter.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n), countRows)
+    const verification = await verifyCommitted(tableRows(counter), countRows)
     const common = { mqttUrl: fg.mqttUrl, devices, readingsPerMessage: 1, payloadBytes: PAYLOAD, warmupSeconds: WARMUP, seconds: SECONDS, workers: WORKERS, processes: { broker: [fg.pid] }, rssPid: fg.pid, postmaster, countRows }
 
     const saturation: LoadResult[] = []
@@ -98,7 +98,7 @@ async function main () {
     for (const rate of FIXED) await openLoop(rate, `fleetgate open loop at ${rate}/s`)
     const committed = await verification.check()
     await counter.end()
-    console.error(`stored rows: the table gained ${committed.table}, the broker counted ${committed.counted} committed — ${committed.ok ? 'they agree' : 'THEY DISAGREE'}`)
+    console.error(`stored rows: ${committedLine(committed)}`)
     if (!committed.ok) process.exitCode = 1
 
     const checks = open.filter((r) => r.p99GoalMs !== undefined).map((r) => ({

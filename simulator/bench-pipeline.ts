@@ -33,6 +33,7 @@ import { startBenchEnvironment } from './broker-under-test.js'
 import type { SubscriberCounters } from './copy-subscriber.js'
 import { postmasterPid } from './process-stats.js'
 import { provisionDevices } from './provisioning.js'
+import { tableRows } from './committed-rows.js'
 
 const { values: args } = parseArgs({
   options: {
@@ -112,7 +113,7 @@ async function main () {
     const anonymous = devices.map((d) => ({ id: d.id }))
     const counter = new pg.Client({ connectionString: env.databaseUrl })
     await counter.connect()
-    const countRows = async () => Number((await counter.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n)
+    const countRows = tableRows(counter)
     const load = { devices, window: WINDOW, ratePerSecond: 0, readingsPerMessage: 1, payloadBytes: PAYLOAD, warmupSeconds: WARMUP, seconds: SECONDS, workers: WORKERS, postmaster, countRows }
     const runs: PipelineRun[] = []
 

@@ -10,6 +10,12 @@
 // broker about a millisecond. The table is still counted, once before and
 // once after the scenario, outside every measured window, to check the
 // counter against it (`verifyCommitted`).
+import type pg from 'pg'
+
+/** Rows in the telemetry table: a full count, for outside measured windows (or a table that stays small). */
+export function tableRows (db: pg.Client | pg.Pool): () => Promise<number> {
+  return async () => Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM telemetry')).rows[0]!.n)
+}
 
 /** The broker's committed-rows counter. */
 export function committedRows (metricsUrl: string): () => Promise<number> {
@@ -55,4 +61,9 @@ export async function verifyCommitted (tableRows: () => Promise<number>, counter
       return { table, counted, ok: counted >= table && counted - table <= Math.max(10, table * 0.001) }
     }
   }
+}
+
+/** One line for a benchmark's log: both deltas, and whether they agree. */
+export function committedLine (c: CommittedCheck): string {
+  return `the table gained ${c.table}, the broker counted ${c.counted} committed — ${c.ok ? 'they agree' : 'THEY DISAGREE'}`
 }

@@ -116,10 +116,9 @@ test.serial('while the queue is full, each connection has only a slice of its so
   await locker.query('LOCK TABLE telemetry IN ACCESS EXCLUSIVE MODE')
   const publishers: RawPublisher[] = []
   t.teardown(() => { for (const p of publishers) p.socket.destroy() })
-  let first = 0
+  const first = CAPACITY * 3
   try {
     // The first device fills the queue…
-    first = CAPACITY * 3
     publishers.push(await rawPublisher('slice-0', first, 0))
     await waitFor(() => broker.app.queue.waiting > 0, { what: 'publishers to be held' })
     await waitFor(async () => (await received()) >= first, { what: 'the first device read whole' })
